@@ -1,0 +1,50 @@
+"""Typed exceptions. Every error a user can cause is a ``HistoNetError``.
+
+Messages are one line and name the file (or config key) and the problem, so the
+CLI can print ``str(exc)`` without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HistoNetError(Exception):
+    """Base class for all expected (user- or data-caused) failures."""
+
+    #: short machine-readable kind used in manifests and reports
+    kind: str = "error"
+
+
+class SlideOpenError(HistoNetError):
+    """The file cannot be opened as a slide (missing, empty, truncated, unsupported)."""
+
+    kind = "slide_open"
+
+
+class SlideReadError(HistoNetError):
+    """A region could not be read from an opened slide, even after reopening once."""
+
+    kind = "slide_read"
+
+
+class MissingMPPError(HistoNetError):
+    """The slide's microns-per-pixel is unknown or implausible; pass ``--mpp``."""
+
+    kind = "missing_mpp"
+
+
+class NoTissueError(HistoNetError):
+    """Tissue detection found no (or too little) tissue to tile."""
+
+    kind = "no_tissue"
+
+
+class ConfigError(HistoNetError):
+    """Invalid configuration, manifest or command-line usage."""
+
+    kind = "config"
+
+
+class ModelBundleError(HistoNetError):
+    """A model bundle or checkpoint is missing, corrupt, unsafe or incompatible."""
+
+    kind = "model_bundle"

@@ -1,0 +1,81 @@
+"""Small I/O helpers: atomic writes, safe output paths, hashing.
+
+Output paths are never built from slide metadata; slide ids are sanitised file
+stems and every output path is checked to stay inside its output folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from histo_net.errors import ConfigError
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_slide_id(name: str) -> str:
+    """Turn a file stem (or manifest id) into a safe single path component.
+
+    Keeps ``[A-Za-z0-9._-]``, replaces other runs with ``_``, strips leading dots
+    so ``..`` or ``.hidden`` can never escape or hide. Never returns "".
+    """
+    cleaned = _UNSAFE_CHARS.sub("_", name).strip("._") or "slide"
+    return cleaned[:200]
+
+
+def safe_child(parent: Path, *parts: str) -> Path:
+    """``parent / parts`` resolved, raising ``ConfigError`` if it escapes ``parent``."""
+    root = Path(parent).resolve()
+    child = root.joinpath(*parts).resolve()
+    if child != root and root not in child.parents:
+        raise ConfigError(f"{child}: output path escapes the output folder {root}")
+    return child
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    On error the temporary file is removed, so a killed or failed write never
+    leaves a partial file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
