@@ -33,3 +33,12 @@ def cmu_svs(real_data_dir: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """manifest.csv of a tiny synthetic cohort (8 SVS slides, seed 1), built once per session."""
+    from histo_net.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("tiny_cohort")
+    return generate_cohort(out, n_slides=8, seed=1, preset="tiny")

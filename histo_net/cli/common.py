@@ -54,6 +54,7 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     """--device, --batch-size, --workers."""
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="compute device (auto: cuda when available)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="tiles per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="tiles per batch (default from the config, 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader worker processes reading tiles (default: min(4, cores))")

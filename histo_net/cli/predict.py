@@ -1,0 +1,38 @@
+"""``histo-net predict``: slides, folders or manifests in; one report folder per slide out."""
+
+from __future__ import annotations
+
+import argparse
+
+from histo_net.cli.common import add_config_options, add_device_options, add_slide_inputs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare predict's options."""
+    add_slide_inputs(parser)
+    parser.add_argument("--model", required=True, help="model bundle (model.pt) from histo-net train")
+    add_device_options(parser)
+    add_config_options(parser, "default: configs/predict.yaml settings built in")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="process only shard I of N (deterministic by slide id); under torchrun "
+                        "ranks split the slides automatically")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every input slide; exit 0 when all succeed, 1 when some failed."""
+    from pathlib import Path
+
+    from histo_net.config import load_config
+    from histo_net.predict_run import run_predict
+    from histo_net.pipeline import PredictConfig
+
+    overrides = list(args.overrides)
+    if args.batch_size is not None:
+        overrides.append(f"batch_size={args.batch_size}")
+    if args.workers is not None:
+        overrides.append(f"workers={args.workers}")
+    cfg = load_config(PredictConfig, args.config, overrides)
+    summary = run_predict(
+        args.inputs, model_path=Path(args.model), out_dir=Path(args.out), cfg=cfg,
+        device_name=args.device, mpp_override=args.mpp, shard=args.shard, overwrite=args.overwrite)
+    return summary.exit_code()
