@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from histo_net.errors import ConfigError
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_TEMP_OWNER = re.compile(r"~(?P<host>[^~/]+)~(?P<pid>\d+)~[^~/]*\.tmp$")
 
 
 def sanitize_slide_id(name: str) -> str:
@@ -47,15 +49,26 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    owner = f"~{sanitize_slide_id(socket.gethostname())}~{os.getpid()}~"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{owner}", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give outputs the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temp_file_owner(path: Path) -> tuple[str, int] | None:
+    """(host, pid) that created an :func:`atomic_path` temp file, or None for other names."""
+    match = _TEMP_OWNER.search(Path(path).name)
+    return (match.group("host"), int(match.group("pid"))) if match else None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -14,7 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from histo_net.batch import BatchSummary, SlideTask, parse_shard, rebuild_run_files, run_batch, select_shard
+from histo_net.batch import (
+    BatchSummary,
+    SlideTask,
+    input_sha256,
+    load_hash_cache,
+    parse_shard,
+    run_batch,
+    select_shard,
+    shard_from_env,
+)
 from histo_net.errors import ConfigError
 from histo_net.inputs import SlideSpec, resolve_inputs
 from histo_net.pipeline import PredictConfig, predict_slide
@@ -22,11 +31,11 @@ from histo_net.pipeline import PredictConfig, predict_slide
 logger = logging.getLogger(__name__)
 
 
-def _shard_from_env(shard: str | None) -> tuple[int, int]:
+def _shard(shard: str | None) -> tuple[int, int]:
+    """--shard I/N, else the torchrun rank, else the whole list."""
     if shard is not None:
         return parse_shard(shard)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+    return shard_from_env() or (0, 1)
 
 
 def _device_for_rank(device_name: str):
@@ -40,11 +49,9 @@ def _device_for_rank(device_name: str):
     return select_device(device_name)
 
 
-def _input_sha256(path: Path) -> str | None:
-    from histo_net.io_utils import sha256_file
-
+def _input_sha256(path: Path, cache: dict) -> str | None:
     try:
-        return sha256_file(path) if path.is_file() else None
+        return input_sha256(path, cache) if path.is_file() else None
     except OSError:
         return None
 
@@ -86,13 +93,14 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
     specs = resolve_inputs(list(inputs), mpp_override=mpp_override)
     if not specs:
         raise ConfigError(f"no slides found in {', '.join(map(str, inputs))}")
-    index, count = _shard_from_env(shard)
+    index, count = _shard(shard)
     specs = select_shard(specs, index, count, key=lambda s: s.slide_id)
     model = load_model(model_path, _device_for_rank(device_name))
     by_id: dict[str, SlideSpec] = {s.slide_id: s for s in specs}
     settings = _settings_hash(cfg)
+    hash_cache = load_hash_cache(out_dir) if out_dir.exists() else {}
     tasks = [SlideTask(slide_id=s.slide_id, path=s.path, label=s.label,
-                       input_key={"input_sha256": _input_sha256(s.path),
+                       input_key={"input_sha256": _input_sha256(s.path, hash_cache),
                                   "bundle_sha256": model.bundle_sha256, "settings": settings,
                                   "mpp": s.mpp})
              for s in specs]
@@ -102,8 +110,8 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
                              input_sha256=task.input_key["input_sha256"] or "")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = run_batch(tasks, process, out_dir=out_dir, overwrite=overwrite, progress=progress)
-    rebuild_run_files(out_dir, class_names=list(model.bundle.class_names))
+    summary = run_batch(tasks, process, out_dir=out_dir, overwrite=overwrite, progress=progress,
+                        class_names=list(model.bundle.class_names))
     if progress:
         print_summary(summary, out_dir)
     return summary

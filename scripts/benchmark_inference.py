@@ -74,7 +74,7 @@ def main() -> None:
             from histo_net.synth import generate_cohort
 
             t0 = time.perf_counter()
-            manifest = generate_cohort(tmp / "cohort", n_slides=1, seed=7, preset="benchmark")
+            generate_cohort(tmp / "cohort", n_slides=1, seed=7, preset="benchmark")
             print(f"generated benchmark slide in {time.perf_counter() - t0:.1f} s")
             slide = next((tmp / "cohort").rglob("*.svs"))
         model = load_model(bundle_path, device)

@@ -111,7 +111,7 @@ def test_shards_combine_to_the_unsharded_result(reference_run, mixed, bundle, tm
 
 def test_sigkill_midway_then_rerun_matches(reference_run, mixed, bundle, tmp_path) -> None:
     out, _, _ = reference_run
-    folder, ids = mixed
+    folder, _ = mixed
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "histo_net", "predict", str(folder), "--model", str(bundle),
            "--out", str(killed), *PREDICT_FLAGS]

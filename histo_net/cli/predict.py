@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from histo_net.config import load_config
-    from histo_net.predict_run import run_predict
     from histo_net.pipeline import PredictConfig
+    from histo_net.predict_run import run_predict
 
     overrides = list(args.overrides)
     if args.batch_size is not None:
