@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import os
 import time
 from pathlib import Path
 
@@ -12,19 +14,23 @@ from histo_net.io_utils import atomic_write_text
 
 def _held_out_manifest(cohort_manifest: Path, splits_csv: Path, out_path: Path) -> int:
     """Write the cohort manifest rows of test-split slides to ``out_path``; returns the count."""
-    with open(splits_csv, newline="", encoding="utf-8") as fh:
-        test_ids = {row["slide_id"] for row in csv.DictReader(fh) if row.get("split") == "test"}
+    from histo_net.train.splits import read_splits_csv
+
+    split_of = read_splits_csv(splits_csv)
     with open(cohort_manifest, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fields = list(reader.fieldnames or [])
-        rows = [row for row in reader if row["slide_id"] in test_ids]
+        rows = [row for row in reader if split_of.get(row["slide_id"]) == "test"]
     base = cohort_manifest.parent
-    for row in rows:  # make paths absolute so the new manifest can live elsewhere
+    for row in rows:  # absolute paths, so the new manifest can live elsewhere
         for key in ("path", "annotations", "mask"):
             if row.get(key):
                 row[key] = str((base / row[key]).resolve())
-    lines = [",".join(fields)] + [",".join(row[f] for f in fields) for row in rows]
-    atomic_write_text(out_path, "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_path, buffer.getvalue())
     return len(rows)
 
 
@@ -41,7 +47,8 @@ def run_demo(out_dir: Path, *, n_slides: int = 16, seed: int = 0, device: str = 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     print(f"[1/4] synthesising {n_slides} slides (preset small, seed {seed}) ...", flush=True)
-    manifest = generate_cohort(out_dir / "cohort", n_slides=n_slides, seed=seed, preset="small")
+    manifest = generate_cohort(out_dir / "cohort", n_slides=n_slides, seed=seed, preset="small",
+                               workers=min(2, os.cpu_count() or 1))
     print(f"      {manifest}  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     print("[2/4] training tile CNN + attention MIL (demo preset) ...", flush=True)
