@@ -86,11 +86,11 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -117,7 +117,7 @@ def build_config(
     source: str = "config",
 ) -> M:
     """Validate ``data`` merged with ``--set`` overrides into ``cls``; ``ConfigError`` on problems."""
-    merged = _deep_merge(data or {}, parse_overrides(overrides))
+    merged = deep_merge(data or {}, parse_overrides(overrides))
     try:
         return cls.model_validate(merged)
     except ValidationError as exc:

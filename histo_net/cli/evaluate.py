@@ -1,0 +1,32 @@
+"""``histo-net evaluate``: metrics of a model bundle on any labelled manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+from histo_net.cli.common import EXIT_OK, add_device_options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the evaluate options."""
+    parser.add_argument("--model", required=True, help="model bundle (RUN/model.pt)")
+    parser.add_argument("--manifest", required=True,
+                        help="labelled CSV slide_id,patient_id,path,label[,annotations][,mpp]")
+    parser.add_argument("--out", required=True,
+                        help="output folder: metrics.json, report.md, roc.png, reliability.png")
+    add_device_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the headline metrics."""
+    from pathlib import Path
+
+    from histo_net.train.run import evaluate_bundle
+
+    metrics = evaluate_bundle(Path(args.model), Path(args.manifest), Path(args.out),
+                              device=args.device, workers=args.workers)
+    keys = ("slide_auroc", "balanced_accuracy", "tile_auroc", "attention_localisation_auroc",
+            "ece_before_scaling", "ece_after_scaling")
+    summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
+    print(f"{metrics['n_slides']} slides: {summary}\nreport: {Path(args.out) / 'report.md'}")
+    return EXIT_OK
