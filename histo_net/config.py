@@ -87,6 +87,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested-dict merge returning a new dict; values in ``extra`` win."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
