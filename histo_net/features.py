@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from histo_net.errors import HistoNetError
-from histo_net.io_utils import atomic_path
+from histo_net.io_utils import atomic_path, h5_attr_value
 from histo_net.slide import ReadPlan
 from histo_net.types import Coords
 
@@ -117,21 +117,13 @@ def write_features_h5(path: Path, emb: SlideEmbedding, coords: Coords,
             h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
 
 
-def _py(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def read_features_attrs(path: Path) -> dict[str, Any]:
     """Only the attributes of a features h5 (cheap cache check); {} when unreadable."""
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            return {key: _py(val) for key, val in h5.attrs.items()}
+            return {key: h5_attr_value(val) for key, val in h5.attrs.items()}
     except (OSError, KeyError, ValueError):
         return {}
 
@@ -149,7 +141,7 @@ def read_features_h5(path: Path) -> tuple[SlideEmbedding, Coords, dict[str, Any]
             probs = (np.asarray(h5["tile_probs"][()], dtype=np.float32) if "tile_probs" in h5
                      else np.zeros((n, 0), np.float32))
             qc = np.asarray(h5["qc"][()], dtype=np.float32) if "qc" in h5 else np.zeros((n, 0), np.float32)
-            attrs = {key: _py(val) for key, val in h5.attrs.items()}
+            attrs = {key: h5_attr_value(val) for key, val in h5.attrs.items()}
     except (OSError, KeyError, ValueError) as exc:
         raise HistoNetError(f"{path}: not a readable features file ({str(exc).splitlines()[0]})") from None
     if feats.ndim != 2 or coords.shape != (len(feats), 2) or len(probs) != n or len(qc) != n:

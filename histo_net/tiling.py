@@ -192,23 +192,17 @@ def write_tiles_h5(path: Path, result: TilingResult) -> None:
             h5.attrs[key] = value
 
 
-def _py(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def read_tiles_h5(path: Path) -> tuple[Coords, dict[str, Any]]:
     """``(coords (N,2) int64, attrs)`` from a tiles h5; ``HistoNetError`` if unreadable."""
     import h5py
+
+    from histo_net.io_utils import h5_attr_value
 
     path = Path(path)
     try:
         with h5py.File(path, "r") as h5:
             coords = np.asarray(h5["coords"][()], dtype=np.int64)
-            attrs = {key: _py(val) for key, val in h5.attrs.items()}
+            attrs = {key: h5_attr_value(val) for key, val in h5.attrs.items()}
     except (OSError, KeyError, ValueError) as exc:
         raise HistoNetError(f"{path}: not a readable tiles file ({str(exc).splitlines()[0]})") from None
     if coords.ndim != 2 or coords.shape[1] != 2:

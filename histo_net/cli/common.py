@@ -58,3 +58,11 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
                         help="tiles per batch (default from the config, 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader worker processes reading tiles (default: min(4, cores))")
+
+
+def flag_overrides(overrides: list[str], **flags: object) -> list[str]:
+    """``--set`` overrides plus ``key=value`` for each dedicated flag the user gave (not None).
+
+    Dedicated flags (``--batch-size``, ``--tile-size``...) win over ``--set`` and the config file.
+    """
+    return [*overrides, *(f"{key}={value}" for key, value in flags.items() if value is not None)]

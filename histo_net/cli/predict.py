@@ -22,15 +22,12 @@ def run(args: argparse.Namespace) -> int:
     """Predict every input slide; exit 0 when all succeed, 1 when some failed."""
     from pathlib import Path
 
+    from histo_net.cli.common import flag_overrides
     from histo_net.config import load_config
     from histo_net.pipeline import PredictConfig
     from histo_net.predict_run import run_predict
 
-    overrides = list(args.overrides)
-    if args.batch_size is not None:
-        overrides.append(f"batch_size={args.batch_size}")
-    if args.workers is not None:
-        overrides.append(f"workers={args.workers}")
+    overrides = flag_overrides(args.overrides, batch_size=args.batch_size, workers=args.workers)
     cfg = load_config(PredictConfig, args.config, overrides)
     summary = run_predict(
         args.inputs, model_path=Path(args.model), out_dir=Path(args.out), cfg=cfg,

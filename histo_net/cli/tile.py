@@ -81,17 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from histo_net.cli.common import EXIT_FAILED, EXIT_OK
+    from histo_net.cli.common import EXIT_FAILED, EXIT_OK, flag_overrides
     from histo_net.config import TilingConfig, load_config
     from histo_net.errors import HistoNetError
     from histo_net.inputs import resolve_inputs
     from histo_net.io_utils import safe_child
 
-    overrides = list(args.overrides)
-    if args.target_mpp is not None:
-        overrides.append(f"target_mpp={args.target_mpp}")
-    if args.tile_size is not None:
-        overrides.append(f"tile_size_px={args.tile_size}")
+    overrides = flag_overrides(args.overrides, target_mpp=args.target_mpp, tile_size_px=args.tile_size)
     cfg = load_config(TilingConfig, args.config, overrides)
     specs = resolve_inputs(args.inputs, mpp_override=args.mpp)
     tiles_dir = safe_child(Path(args.out), "tiles")

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from histo_net.config import deep_merge, build_config, read_yaml
+    from histo_net.config import build_config, deep_merge, read_yaml
     from histo_net.train.config import TrainConfig
     from histo_net.train.presets import preset_overrides
     from histo_net.train.run import run_training

@@ -110,16 +110,3 @@ def plan_from_attrs(attrs: dict[str, Any]) -> ReadPlan:
                     ds, read, patch)
 
 
-def encoder_hash(encoder_name: str, ctor_kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
-    """sha256 over encoder name, constructor kwargs and state bytes (keys the feature cache)."""
-    digest = hashlib.sha256()
-    digest.update(encoder_name.encode())
-    digest.update(json.dumps(ctor_kwargs, sort_keys=True, default=str).encode())
-    for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        if tensor.numel():
-            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from histo_net.annotations import NON_TUMOUR, read_geojson_polygons, tile_labels, tumour_membership
+from histo_net.bundle import encoder_hash
 from histo_net.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.distributed import barrier, shard_list
 from histo_net.errors import ConfigError, HistoNetError
 from histo_net.train.context import (
     RunContext,
     SlideTiles,
-    encoder_hash,
     plan_from_attrs,
     stage1_fingerprint,
 )
