@@ -34,7 +34,7 @@ def _held_out_manifest(cohort_manifest: Path, splits_csv: Path, out_path: Path) 
     return len(rows)
 
 
-def run_demo(out_dir: Path, *, n_slides: int = 16, seed: int = 0, device: str = "auto",
+def run_demo(out_dir: Path, *, n_slides: int = 24, seed: int = 0, device: str = "auto",
              workers: int | None = None) -> int:
     """Synthesise, train (demo preset), predict the held-out slides and print where the report is."""
     from histo_net.pipeline import PredictConfig

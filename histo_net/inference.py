@@ -55,9 +55,9 @@ class SlideDecision:
 def load_model(bundle_path: Path, device: torch.device) -> LoadedModel:
     """Load a bundle (weights-only) and build encoder + MIL in eval mode on ``device``."""
     bundle = load_bundle(bundle_path)
-    encoder = bundle.build_encoder(device).eval()
+    encoder = bundle.build_encoder(device)  # eval mode
     encoder = encoder.to(memory_format=torch.channels_last)
-    mil = bundle.build_mil(device).eval()
+    mil = bundle.build_mil(device)  # eval mode
     return LoadedModel(bundle=bundle, encoder=encoder, mil=mil, device=device,
                        bundle_path=Path(bundle_path), bundle_sha256=sha256_file(Path(bundle_path)))
 

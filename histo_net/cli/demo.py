@@ -10,7 +10,7 @@ from histo_net.cli.common import positive_int
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare demo's options."""
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    parser.add_argument("--slides", type=positive_int, default=16, help="synthetic slides (default 16)")
+    parser.add_argument("--slides", type=positive_int, default=24, help="synthetic slides (default 24)")
     parser.add_argument("--seed", type=int, default=0, help="cohort and training seed")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
