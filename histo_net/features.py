@@ -73,11 +73,11 @@ def embed_slide(
     encoder.to(memory_format=torch.channels_last)
     feats, probs, qcs = [], [], []
     batches: Any = _loader(dataset, batch_size, workers, device)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, total=n_batches, desc=Path(slide_path).name, unit="batch",
-                       leave=False)
+        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False)
     for tiles, _ in batches:
         x = tiles.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, enabled=amp):
@@ -86,6 +86,10 @@ def embed_slide(
         feats.append(f.float().cpu())
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         qcs.append(tile_qc_features(x).float().cpu())  # (B,K)
+        if bar is not None:
+            bar.update(len(tiles))
+    if bar is not None:
+        bar.close()
     if not feats:
         dim = int(getattr(encoder, "embed_dim", 0))
         n_cls = int(getattr(encoder, "num_classes", 0))

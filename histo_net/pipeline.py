@@ -60,7 +60,7 @@ def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: n
 
 
 def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig, *,
-                  input_sha256: str, workers: int | None = None) -> dict:
+                  input_sha256: str, workers: int | None = None, progress: bool = False) -> dict:
     """Run the whole pipeline for ``spec`` and write its report files into ``slide_dir``.
 
     Returns the summary fields for the batch record (predicted class, probabilities,
@@ -76,7 +76,7 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
             raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
         emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
                           batch_size=cfg.batch_size, workers=workers if workers is not None else cfg.workers,
-                          mpp_override=spec.mpp)
+                          mpp_override=spec.mpp, progress=progress)
         decision = predict_from_features(model, emb.features)
         ranked = np.argsort(-decision.attention, kind="stable")
         top_k = min(cfg.gallery_top_k, n_tiles)

@@ -107,7 +107,7 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
 
     def process(task: SlideTask, slide_dir: Path) -> dict:
         return predict_slide(by_id[task.slide_id], model, slide_dir, cfg,
-                             input_sha256=task.input_key["input_sha256"] or "")
+                             input_sha256=task.input_key["input_sha256"] or "", progress=progress)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = run_batch(tasks, process, out_dir=out_dir, overwrite=overwrite, progress=progress,
