@@ -69,6 +69,25 @@ def _texture(xs: np.ndarray, ys: np.ndarray, seed: int, kind: str) -> np.ndarray
     return (0.85 + 0.3 * fine).astype(np.float32)
 
 
+def _lattice_centre(ix: np.ndarray, iy: np.ndarray, spacing: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Jittered centre (um) of lattice cell (ix, iy): a pure function of seed and cell."""
+    cx = (ix + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 1) - 0.5)) * spacing
+    cy = (iy + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 2) - 0.5)) * spacing
+    return cx, cy
+
+
+def _keep_two_nearest(x: np.ndarray, y: np.ndarray, cx: np.ndarray | float, cy: np.ndarray | float,
+                      d1: np.ndarray, d2: np.ndarray, ox_c: np.ndarray, oy_c: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold candidate centre(s) (cx, cy) into the running nearest / second-nearest distances."""
+    d = np.hypot(x - cx, y - cy)
+    closer = d < d1
+    d2 = np.where(closer, d1, np.minimum(d2, d))
+    d1 = np.where(closer, d, d1)
+    return d1, d2, np.where(closer, cx, ox_c), np.where(closer, cy, oy_c)
+
+
 def _voronoi_points(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Large-scale Voronoi at points x, y (um, same shape): d1, d2 (um), owner centre x, y.
@@ -80,19 +99,14 @@ def _voronoi_points(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
     ix = np.arange(int(np.floor(x.min() / spacing)) - 1, int(np.floor(x.max() / spacing)) + 2)
     iy = np.arange(int(np.floor(y.min() / spacing)) - 1, int(np.floor(y.max() / spacing)) + 2)
     iyy, ixx = np.meshgrid(iy, ix, indexing="ij")
-    cxs = ((ixx + 0.5 + 0.8 * (hash_uniform(seed, iyy, ixx, 1) - 0.5)) * spacing).ravel()
-    cys = ((iyy + 0.5 + 0.8 * (hash_uniform(seed, iyy, ixx, 2) - 0.5)) * spacing).ravel()
+    cxs, cys = (c.ravel() for c in _lattice_centre(ixx, iyy, spacing, seed))
     if len(cxs) > 64:  # scattered points: fall back to the 3x3 neighbourhood per point
         return _voronoi_local(x, y, spacing, seed)
     d1 = np.full(x.shape, np.inf)
     d2 = np.full(x.shape, np.inf)
     ox_c, oy_c = np.zeros(x.shape), np.zeros(x.shape)
     for cx, cy in zip(cxs, cys):
-        d = np.hypot(x - cx, y - cy)
-        closer = d < d1
-        d2 = np.where(closer, d1, np.minimum(d2, d))
-        d1 = np.where(closer, d, d1)
-        ox_c, oy_c = np.where(closer, cx, ox_c), np.where(closer, cy, oy_c)
+        d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
     return d1, d2, ox_c, oy_c
 
 
@@ -106,13 +120,8 @@ def _voronoi_local(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
     for oy in (-1, 0, 1):
         for ox in (-1, 0, 1):
             ix, iy = gx + ox, gy + oy
-            cx = (ix + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 1) - 0.5)) * spacing
-            cy = (iy + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 2) - 0.5)) * spacing
-            d = np.hypot(x - cx, y - cy)
-            closer = d < d1
-            d2 = np.where(closer, d1, np.minimum(d2, d))
-            d1 = np.where(closer, d, d1)
-            ox_c, oy_c = np.where(closer, cx, ox_c), np.where(closer, cy, oy_c)
+            cx, cy = _lattice_centre(ix, iy, spacing, seed)
+            d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
     return d1, d2, ox_c, oy_c
 
 
