@@ -26,7 +26,7 @@ class StrictModel(BaseModel):
 
 
 class TissueConfig(StrictModel):
-    """Tissue detection parameters (see :func:`histo_net.tissue.tissue_mask`)."""
+    """Tissue detection parameters (see :func:`histo_net.wsi.tissue.tissue_mask`)."""
 
     thumbnail_mpp: float = Field(8.0, gt=0, description="um/px of the image tissue is detected on")
     saturation_floor: float = Field(

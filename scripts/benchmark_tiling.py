@@ -129,7 +129,7 @@ def _read_rates(path: Path, coords: np.ndarray, target_mpp: float, rounds: int) 
     import openslide
     from PIL import Image
 
-    from histo_net.slide import open_slide
+    from histo_net.wsi.slide import open_slide
 
     with open_slide(path) as probe:
         plan = probe.read_plan(target_mpp, 224)
@@ -179,10 +179,10 @@ def measure(path: Path, n_reads: int, rounds: int) -> dict[str, object]:
     import scipy.ndimage  # noqa: F401
     from PIL import Image  # noqa: F401
 
-    import histo_net.tissue  # noqa: F401
+    import histo_net.wsi.tissue  # noqa: F401
     from histo_net.config import TilingConfig
-    from histo_net.slide import open_slide
-    from histo_net.tiling import tile_slide
+    from histo_net.wsi.slide import open_slide
+    from histo_net.wsi.tiling import tile_slide
 
     base_rss = _rss_mib()
     start = time.perf_counter()

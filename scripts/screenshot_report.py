@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from histo_net.report import SlideReport
+    from histo_net.report.write import SlideReport
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DEFAULT_THUMBNAIL = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "he_tiles"
@@ -63,7 +63,7 @@ def example_report(thumbnail_path: Path, slide_name: str = "example <slide>.svs"
     import numpy as np
     from PIL import Image
 
-    from histo_net.report import GalleryTile, SlideReport
+    from histo_net.report.write import GalleryTile, SlideReport
 
     rgb = np.asarray(Image.open(thumbnail_path).convert("RGB"))
     level0 = rgb  # treat the image as level 0 at 0.5 um/px
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print("screenshot_report: chromium not found on PATH (apt-get install chromium)", file=sys.stderr)
         return 2
     if args.example:
-        from histo_net.report import write_slide_report
+        from histo_net.report.write import write_slide_report
 
         out_dir = Path(args.example)
         write_slide_report(out_dir, example_report(Path(args.thumbnail)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histo_net.untrained import save_untrained_bundle
+from histo_net.models.untrained import save_untrained_bundle
 
 
 def make_untrained_bundle(path: Path, *, tile_size_px: int = 64, target_mpp: float = 1.0) -> Path:
@@ -22,8 +22,8 @@ def make_mixed_folder(folder: Path, cohort_manifest: Path) -> dict[str, list[str
     """
     from PIL import Image
 
-    from histo_net.inputs import read_manifest
-    from histo_net.slide import open_slide
+    from histo_net.wsi.inputs import read_manifest
+    from histo_net.wsi.slide import open_slide
     from histo_net.synth.writer import write_pyramidal_slide
 
     folder.mkdir(parents=True, exist_ok=True)

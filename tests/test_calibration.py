@@ -15,7 +15,7 @@ from histo_net.calibration import (
     fit_temperature,
 )
 from histo_net.metrics import balanced_accuracy, expected_calibration_error
-from histo_net.plots import reliability_png
+from histo_net.train.plots import reliability_png
 
 
 def _overconfident(n: int, seed: int, scale: float = 4.0) -> tuple[np.ndarray, np.ndarray]:

@@ -36,9 +36,9 @@ def test_torchrun_two_cpu_processes(tiny_cohort, tmp_path) -> None:  # type: ign
     import subprocess
     import sys
 
-    from histo_net.bundle import load_bundle
-    from histo_net.features import read_features_attrs
-    from tests.test_train_e2e import FAST_SETTINGS
+    from histo_net.models.bundle import load_bundle
+    from histo_net.features.embed import read_features_attrs
+    from tests.train.test_e2e import FAST_SETTINGS
 
     run = tmp_path / "RUN"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

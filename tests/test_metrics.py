@@ -15,7 +15,7 @@ from histo_net.metrics import (
     confusion_matrix,
     expected_calibration_error,
 )
-from histo_net.plots import roc_curve_points, roc_png
+from histo_net.train.plots import roc_curve_points, roc_png
 
 
 @pytest.mark.parametrize("seed", [0, 1])

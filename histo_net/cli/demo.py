@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the four demo steps; exit 0 when every held-out slide got a report."""
     from pathlib import Path
 
-    from histo_net.demo import run_demo
+    from histo_net.cli.demo_run import run_demo
 
     return run_demo(Path(args.out), n_slides=args.slides, seed=args.seed, device=args.device,
                     workers=args.workers)

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     from histo_net.cli.common import flag_overrides
     from histo_net.config import load_config
-    from histo_net.pipeline import PredictConfig
-    from histo_net.predict_run import run_predict
+    from histo_net.predict.pipeline import PredictConfig
+    from histo_net.predict.run import run_predict
 
     overrides = flag_overrides(args.overrides, batch_size=args.batch_size, workers=args.workers)
     cfg = load_config(PredictConfig, args.config, overrides)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from histo_net.config import TilingConfig
-    from histo_net.inputs import SlideSpec
+    from histo_net.wsi.inputs import SlideSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +43,8 @@ def _tile_one(spec: SlideSpec, cfg: TilingConfig, tiles_dir: Path, overwrite: bo
 
     from histo_net.errors import HistoNetError
     from histo_net.io_utils import safe_child
-    from histo_net.slide import open_slide
-    from histo_net.tiling import (
+    from histo_net.wsi.slide import open_slide
+    from histo_net.wsi.tiling import (
         read_tiles_h5,
         tile_slide,
         tiling_settings_match,
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from histo_net.cli.common import EXIT_FAILED, EXIT_OK, flag_overrides
     from histo_net.config import TilingConfig, load_config
     from histo_net.errors import HistoNetError
-    from histo_net.inputs import resolve_inputs
+    from histo_net.wsi.inputs import resolve_inputs
     from histo_net.io_utils import safe_child
 
     overrides = flag_overrides(args.overrides, target_mpp=args.target_mpp, tile_size_px=args.tile_size)

@@ -30,8 +30,8 @@ class ModelRegistry:
     def ensure_builtins(cls) -> None:
         """Register the built-in torchvision backbones once."""
         if not cls._builtins_loaded:
+            _register_builtin_backbones()  # may raise (e.g. torchvision missing): retried next call
             cls._builtins_loaded = True
-            _register_builtin_backbones()
 
     @classmethod
     def add(cls, name: str, builder: Builder) -> None:
@@ -86,8 +86,14 @@ def _strip_head(model: nn.Module, attr: str, embed_dim: int) -> nn.Module:
 
 
 def _register_builtin_backbones() -> None:
-    """Register torchvision backbones (``weights=None``: never downloads)."""
-    from torchvision import models as tvm
+    """Register torchvision backbones (``weights=None``: never downloads).
+
+    ``ConfigError`` when torchvision cannot be imported; nothing is marked loaded then.
+    """
+    try:
+        from torchvision import models as tvm
+    except ImportError as exc:  # a broken install must not masquerade as "unknown model"
+        raise ConfigError(f"built-in backbones need torchvision, which failed to import ({exc})") from None
 
     def resnet18() -> nn.Module:
         """ResNet-18 trunk, D=512."""
@@ -114,4 +120,4 @@ def _register_builtin_backbones() -> None:
         ("efficientnet_b0", efficientnet_b0),
         ("convnext_tiny", convnext_tiny),
     ):
-        ModelRegistry.add(name, fn)
+        ModelRegistry._builders.setdefault(name, fn)  # idempotent if a retry follows a failure

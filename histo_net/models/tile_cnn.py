@@ -65,7 +65,7 @@ class TileClassifier(nn.Module):
         ``classifier.*``), which is ignored. ``ModelBundleError`` when unreadable
         or when backbone keys are missing.
         """
-        from histo_net.checkpoint import load_checkpoint
+        from histo_net.models.checkpoint import load_checkpoint
 
         state = load_checkpoint(path)
         for key in ("state_dict", "model"):

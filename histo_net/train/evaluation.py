@@ -191,7 +191,7 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], ev: EvalSet, *, cla
                      extra: dict[str, Any] | None = None, ece_bins: int = 10) -> None:
     """metrics.json, report.md, roc.png and reliability.png into ``out_dir``."""
     from histo_net.calibration import calibrated_probs
-    from histo_net.plots import reliability_png, roc_png
+    from histo_net.train.plots import reliability_png, roc_png
 
     out_dir = Path(out_dir)
     payload = {**metrics, **({"run": _clean(extra)} if extra else {})}

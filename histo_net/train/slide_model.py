@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from histo_net.errors import ConfigError
-from histo_net.features import SlideEmbedding, read_features_h5
+from histo_net.features.embed import SlideEmbedding, read_features_h5
 from histo_net.train.context import RunContext, fingerprint, stage1_fingerprint
 from histo_net.train.evaluation import EvalSet, compute_metrics, write_evaluation
 from histo_net.train.manifest import TrainSlide
@@ -38,7 +38,7 @@ def load_embeddings(ctx: RunContext, enc_hash: str) -> dict[str, SlideEmbedding]
 def eval_set(ctx: RunContext, slides: list[TrainSlide], embs: dict[str, SlideEmbedding],
              mil: torch.nn.Module) -> EvalSet:
     """Full-bag MIL predictions + tile outputs of ``slides`` (those with at least one tile)."""
-    from histo_net.mil_training import predict_bags
+    from histo_net.train.mil import predict_bags
 
     slides = [s for s in slides if len(embs[s.slide_id].features)]
     bags = [torch.from_numpy(embs[s.slide_id].features) for s in slides]
@@ -88,7 +88,7 @@ def mil_fingerprint(ctx: RunContext, enc_hash: str) -> str:
 
 def bundle_matches(ctx: RunContext, enc_hash: str) -> bool:
     """True when RUN/model.pt and metrics.json exist for the current settings."""
-    from histo_net.bundle import load_bundle
+    from histo_net.models.bundle import load_bundle
     from histo_net.errors import HistoNetError
 
     path = ctx.path(BUNDLE_NAME)
@@ -101,7 +101,7 @@ def bundle_matches(ctx: RunContext, enc_hash: str) -> bool:
 
 
 def _train_qc(ctx: RunContext, embs: dict[str, SlideEmbedding]) -> dict[str, Any]:
-    from histo_net.qc import build_qc_reference
+    from histo_net.features.qc import build_qc_reference
 
     train = [s for s in ctx.slides_in("train") if len(embs[s.slide_id].qc)]
     qc = np.concatenate([embs[s.slide_id].qc for s in train])
@@ -111,8 +111,8 @@ def _train_qc(ctx: RunContext, embs: dict[str, SlideEmbedding]) -> dict[str, Any
 
 def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any]) -> Path:
     """Train MIL, calibrate on validation, evaluate on test, write the bundle; returns its path."""
-    from histo_net.bundle import ModelBundle, library_versions, save_bundle, write_model_card
-    from histo_net.mil_training import train_mil
+    from histo_net.models.bundle import ModelBundle, library_versions, save_bundle, write_model_card
+    from histo_net.train.mil import train_mil
     from histo_net.models import IMAGENET_MEAN, IMAGENET_STD
 
     bundle_path = ctx.path(BUNDLE_NAME)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from histo_net.annotations import NON_TUMOUR, read_geojson_polygons, tile_labels, tumour_membership
-from histo_net.bundle import encoder_hash
-from histo_net.checkpoint import load_checkpoint, save_checkpoint
+from histo_net.train.annotations import NON_TUMOUR, read_geojson_polygons, tile_labels, tumour_membership
+from histo_net.models.bundle import encoder_hash
+from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.distributed import barrier, shard_list
 from histo_net.errors import ConfigError, HistoNetError
 from histo_net.train.context import (
@@ -46,8 +46,8 @@ def _bar(ctx: RunContext, slides: list[TrainSlide], desc: str) -> Any:
 
 # --------------------------------------------------------------------- tiles
 def _tile_one(ctx: RunContext, slide: TrainSlide) -> None:
-    from histo_net.slide import open_slide
-    from histo_net.tiling import read_tiles_h5, tile_slide, tiling_settings_match, write_tiles_h5
+    from histo_net.wsi.slide import open_slide
+    from histo_net.wsi.tiling import read_tiles_h5, tile_slide, tiling_settings_match, write_tiles_h5
 
     path = ctx.path("tiles", f"{slide.slide_id}.h5")
     with open_slide(slide.path, mpp_override=slide.mpp) as handle:
@@ -77,7 +77,7 @@ def _labels_for(ctx: RunContext, slide: TrainSlide, coords: np.ndarray, patch_l0
 
 def stage_tiles(ctx: RunContext) -> None:
     """Tile every slide (sharded over ranks, skipping matching files) and load coords + labels."""
-    from histo_net.tiling import read_tiles_h5
+    from histo_net.wsi.tiling import read_tiles_h5
 
     mine = shard_list(list(ctx.manifest.slides), ctx.rank, ctx.world_size)
     for slide in _bar(ctx, mine, "tiling"):
@@ -92,21 +92,21 @@ def stage_tiles(ctx: RunContext) -> None:
 
 # ----------------------------------------------------------------- tile CNN
 def _sources(ctx: RunContext, slides: list[TrainSlide]) -> list[Any]:
-    from histo_net.data import TileSource
+    from histo_net.train.data import TileSource
 
     return [TileSource(t.slide.path, t.coords, t.plan, t.labels, t.slide.mpp)
             for t in (ctx.tiles[s.slide_id] for s in slides) if len(t.coords)]
 
 
 def _loaders(ctx: RunContext) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
-    from histo_net.data import (
+    from histo_net.train.data import (
         AlbumentationsTransform,
         BalancedSampler,
         MultiSlideTileDataset,
         epoch_samples,
         seed_worker,
     )
-    from histo_net.transforms import eval_transform, train_transform
+    from histo_net.train.transforms import eval_transform, train_transform
 
     cfg, cnn = ctx.cfg, ctx.cfg.tile_cnn
     size = cfg.tiling.tile_size_px
@@ -155,7 +155,7 @@ def stage1_outputs_match(ctx: RunContext) -> bool:
 
 def stage_tile_cnn(ctx: RunContext, *, resume: bool) -> None:
     """Train the tile classifier (DDP under torchrun) into ``checkpoints/tile_cnn.pt``."""
-    from histo_net.engine import fit, prepare_model
+    from histo_net.train.engine import fit, prepare_model
     from histo_net.models import TileClassifier
 
     if stage1_outputs_match(ctx):
@@ -221,7 +221,7 @@ def features_path(ctx: RunContext, slide_id: str) -> Path:
 
 def features_match(path: Path, enc_hash: str, n_tiles: int) -> bool:
     """True when a features file exists for this encoder and tile count."""
-    from histo_net.features import read_features_attrs
+    from histo_net.features.embed import read_features_attrs
 
     attrs = read_features_attrs(path) if path.is_file() else {}
     return attrs.get("encoder_hash") == enc_hash and int(attrs.get("n_tiles", -1)) == n_tiles
@@ -229,7 +229,7 @@ def features_match(path: Path, enc_hash: str, n_tiles: int) -> bool:
 
 def stage_features(ctx: RunContext) -> str:
     """Embed every slide's tiles (sharded over ranks) into ``features/<id>.h5``; returns the encoder hash."""
-    from histo_net.features import embed_slide, write_features_h5
+    from histo_net.features.embed import embed_slide, write_features_h5
 
     encoder, ckpt, enc_hash = load_trained_encoder(ctx)
     mine = shard_list(list(ctx.manifest.slides), ctx.rank, ctx.world_size)

@@ -1,0 +1,268 @@
+"""Batch bookkeeping on disk: per-slide state files, work folders, run files, hash cache.
+
+``DIR/.state/<slide_id>.json`` (atomic) is the source of truth; ``DIR/manifest.jsonl``
+and ``DIR/predictions.csv`` are rebuilt from all state files under a file lock, so
+concurrent shards combine into one set of run files. See :mod:`histo_net.batch.runner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from histo_net.io_utils import (
+    atomic_write_text,
+    safe_child,
+    sanitize_slide_id,
+    sha256_file,
+    temp_file_owner,
+)
+from histo_net.report.write import json_safe
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".state"
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+_WORK_DIR_RE = re.compile(r"^\.(?:tmp|old)-.+-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]+)$")
+#: atomic_path temp files older than this are leftovers of a killed writer
+STALE_TEMP_FILE_S = 600.0
+
+# --------------------------------------------------------------------------- hashing
+
+def input_sha256(path: Path, cache: dict | None = None) -> str:
+    """sha256 of a slide file; reused from ``cache`` when its size and mtime are unchanged.
+
+    ``cache`` maps resolved path -> ``{"size", "mtime_ns", "sha256"}`` and is updated in
+    place (see :func:`load_hash_cache`). Raises ``OSError`` when the file cannot be read.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = str(path.resolve())
+    if cache is not None:
+        entry = cache.get(key)
+        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+            return str(entry["sha256"])
+    digest = sha256_file(path)
+    if cache is not None:
+        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    return digest
+
+
+def load_hash_cache(out_dir: Path) -> dict:
+    """A hash cache for :func:`input_sha256` from the state files of a previous run."""
+    cache: dict = {}
+    for state in read_states(out_dir):
+        stat = state.get("input_stat") or {}
+        digest = (state.get("input_key") or {}).get("input_sha256")
+        if digest and stat.get("path") and "size" in stat and "mtime_ns" in stat:
+            cache[stat["path"]] = {"size": stat["size"], "mtime_ns": stat["mtime_ns"], "sha256": digest}
+    return cache
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def canonical(value: Any) -> Any:
+    """JSON round trip, so keys compare equal however they were built."""
+    return json.loads(json.dumps(json_safe(value), sort_keys=True))
+
+
+def state_path(out_dir: Path, slide_id: str) -> Path:
+    """``DIR/.state/<slide_id>.json``."""
+    return safe_child(out_dir, STATE_DIR, f"{slide_id}.json")
+
+
+def read_state(out_dir: Path, slide_id: str) -> dict | None:
+    """A slide's state, or None when absent or unreadable."""
+    try:
+        return json.loads(state_path(out_dir, slide_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_states(out_dir: Path) -> list[dict]:
+    """All readable state files, sorted by slide id."""
+    folder = Path(out_dir) / STATE_DIR
+    states = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("%s: unreadable state file, ignored", path)
+            continue
+        if isinstance(state, dict) and state.get("slide_id"):
+            states.append(state)
+    return sorted(states, key=lambda s: str(s["slide_id"]))
+
+
+def write_state(out_dir: Path, state: dict) -> None:
+    """Atomically write a slide's state (JSON, NaN-free)."""
+    atomic_write_text(state_path(out_dir, state["slide_id"]),
+                      json.dumps(json_safe(state), indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------- work folders
+
+def host_name() -> str:
+    """This machine's host name as a safe path component."""
+    return sanitize_slide_id(socket.gethostname())
+
+
+def work_dir(out_dir: Path, prefix: str, slide_id: str) -> Path:
+    """``DIR/<prefix><slide_id>-<pid>@<host>``: unique per process, so shards never collide."""
+    return safe_child(out_dir, f"{prefix}{slide_id}-{os.getpid()}@{host_name()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out_dir: Path) -> list[Path]:
+    """Remove leftovers of killed runs; returns what was removed.
+
+    Work folders ``.tmp-*`` / ``.old-*`` are removed only when made on this host by a
+    process that is no longer alive (other shards may be running) or by this process
+    (called before it starts work, so none of its folders is in use; covers pid reuse
+    in containers); temp files of interrupted atomic writes only when older than
+    ``STALE_TEMP_FILE_S``. Folders from other hosts are left alone.
+    """
+    out_dir = Path(out_dir)
+    removed: list[Path] = []
+    host = host_name()
+    for entry in out_dir.glob(".*-*"):
+        match = _WORK_DIR_RE.match(entry.name)
+        if not (match and entry.is_dir()):
+            continue
+        pid = int(match.group("pid"))
+        if match.group("host") == host and (pid == os.getpid() or not _pid_alive(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    cutoff = time.time() - STALE_TEMP_FILE_S
+    for folder in (out_dir, out_dir / STATE_DIR):
+        for entry in folder.glob(".*.tmp") if folder.is_dir() else []:
+            owner = temp_file_owner(entry)
+            with contextlib.suppress(OSError):
+                if owner is not None and owner[0] == host:
+                    stale = owner[1] == os.getpid() or not _pid_alive(owner[1])
+                else:
+                    stale = entry.stat().st_mtime < cutoff
+                if stale and entry.is_file():
+                    entry.unlink()
+                    removed.append(entry)
+    for path in removed:
+        logger.info("removed leftover %s", path)
+    return removed
+
+
+def install_dir(out_dir: Path, tmp_dir: Path, slide_id: str) -> Path:
+    """Rename ``tmp_dir`` to ``DIR/<slide_id>``, replacing an existing folder safely."""
+    final = safe_child(out_dir, slide_id)
+    old = None
+    if final.exists():
+        old = work_dir(out_dir, OLD_PREFIX, slide_id)
+        os.replace(final, old)
+    os.replace(tmp_dir, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------- run files
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``DIR/.state/.lock`` (released when the process dies)."""
+    lock_path = Path(out_dir) / STATE_DIR / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _class_names_from(states: list[dict]) -> list[str]:
+    names: list[str] = []
+    for state in states:
+        for name in (state.get("summary") or {}).get("probabilities") or {}:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _fmt_prob(value: Any) -> str:
+    return "" if value is None else f"{float(value):.6f}"
+
+
+def manifest_record(state: dict) -> dict:
+    """One manifest.jsonl line for a state."""
+    key = state.get("input_key") or {}
+    summ = state.get("summary") or {}
+    return {
+        "slide_id": state["slide_id"], "path": state.get("path"), "status": state.get("status"),
+        "label": state.get("label"), "error_type": state.get("error_type"), "error": state.get("error"),
+        "input_sha256": key.get("input_sha256") or summ.get("input_sha256"),
+        "bundle_sha256": key.get("bundle_sha256") or summ.get("bundle_sha256"),
+        "finished_at": state.get("finished_at"), "seconds": state.get("seconds"),
+    }
+
+
+def predictions_csv_text(states: list[dict], class_names: Sequence[str]) -> str:
+    """predictions.csv text: slide_id, path, status, label, predicted_class, prob_<class>...,
+    indeterminate, tile_count, error (one row per state, in the given order)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["slide_id", "path", "status", "label", "predicted_class",
+                     *[f"prob_{c}" for c in class_names], "indeterminate", "tile_count", "error"])
+    for state in states:
+        summ = state.get("summary") or {}
+        probs = summ.get("probabilities") or {}
+        indeterminate = summ.get("indeterminate")
+        writer.writerow([
+            state["slide_id"], state.get("path", ""), state.get("status", ""), state.get("label") or "",
+            summ.get("predicted_class") or "", *[_fmt_prob(probs.get(c)) for c in class_names],
+            "" if indeterminate is None else str(bool(indeterminate)).lower(),
+            "" if summ.get("tile_count") is None else int(summ["tile_count"]),
+            state.get("error") or "",
+        ])
+    return buffer.getvalue()
+
+
+def rebuild_run_files(out_dir: Path, class_names: Sequence[str] | None = None) -> None:
+    """Rewrite DIR/manifest.jsonl and DIR/predictions.csv from every state file (atomically,
+    under a lock, so the last shard to finish leaves the complete files)."""
+    out_dir = Path(out_dir)
+    with _locked(out_dir):
+        states = read_states(out_dir)
+        names = list(class_names) if class_names is not None else _class_names_from(states)
+        manifest = "".join(json.dumps(json_safe(manifest_record(s)), sort_keys=False) + "\n"
+                           for s in states)
+        atomic_write_text(safe_child(out_dir, "manifest.jsonl"), manifest)
+        atomic_write_text(safe_child(out_dir, "predictions.csv"), predictions_csv_text(states, names))

@@ -1,0 +1,116 @@
+"""Predict one slide end to end and write its report folder.
+
+slide -> tissue + tiles (bundle's tile spec) -> embeddings + tile probabilities + QC
+(one encoder pass) -> MIL logits + attention (one MIL pass) -> calibrated decision ->
+report.json / report.html / heatmaps / tiles.geojson.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from histo_net import __version__
+from histo_net.config import StrictModel, TilingConfig
+from histo_net.features.embed import embed_slide
+from histo_net.predict.decision import LoadedModel, predict_from_features
+from histo_net.wsi.inputs import SlideSpec
+from histo_net.features.qc import slide_qc_summary
+from histo_net.report.write import GalleryTile, SlideReport, write_slide_report
+from histo_net.wsi.slide import Slide, open_slide
+from histo_net.wsi.tiling import TilingResult, tile_slide
+
+logger = logging.getLogger(__name__)
+
+
+class PredictConfig(StrictModel):
+    """``histo-net predict`` settings (configs/predict.yaml). Tile size and mpp come from the bundle."""
+
+    batch_size: int = Field(64, ge=1, description="tiles per encoder batch")
+    workers: int | None = Field(None, ge=0, description="DataLoader workers; None = min(4, cores)")
+    gallery_top_k: int = Field(8, ge=0, description="most-attended tiles shown in the report")
+    gallery_bottom_k: int = Field(4, ge=0, description="least-attended tiles shown in the report")
+    min_tiles: int = Field(4, ge=1, description="fewer tissue tiles than this is a failure (NoTissueError)")
+    min_tissue_fraction: float | None = Field(
+        None, ge=0, le=1, description="override the bundle's tiling min_tissue_fraction")
+
+
+def tiling_config_for(model: LoadedModel, cfg: PredictConfig) -> TilingConfig:
+    """The training tiling settings with the bundle's tile spec (size, target mpp)."""
+    trained = dict(model.bundle.training_config.get("tiling") or {})
+    trained.update(target_mpp=model.bundle.target_mpp, tile_size_px=model.bundle.tile_size_px)
+    if cfg.min_tissue_fraction is not None:
+        trained["min_tissue_fraction"] = cfg.min_tissue_fraction
+    return TilingConfig.model_validate(trained)
+
+
+def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: np.ndarray,
+             tile_probs: np.ndarray, tile_class_names: list[str]) -> list[GalleryTile]:
+    tiles = []
+    for i in order:
+        xy = (int(tiling.coords[i, 0]), int(tiling.coords[i, 1]))
+        tiles.append(GalleryTile(
+            rgb=slide.read_tile(xy, tiling.plan), coords_level0=xy, attention=float(attention[i]),
+            probs={name: float(p) for name, p in zip(tile_class_names, tile_probs[i])}))
+    return tiles
+
+
+def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig, *,
+                  input_sha256: str, workers: int | None = None, progress: bool = False) -> dict:
+    """Run the whole pipeline for ``spec`` and write its report files into ``slide_dir``.
+
+    Returns the summary fields for the batch record (predicted class, probabilities,
+    status, tile count). Raises typed ``HistoNetError`` subclasses for bad input.
+    """
+    from histo_net.errors import NoTissueError
+
+    bundle = model.bundle
+    with open_slide(spec.path, mpp_override=spec.mpp) as slide:
+        tiling = tile_slide(slide, tiling_config_for(model, cfg))
+        n_tiles = len(tiling.coords)
+        if n_tiles < cfg.min_tiles:
+            raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
+        emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
+                          batch_size=cfg.batch_size, workers=workers if workers is not None else cfg.workers,
+                          mpp_override=spec.mpp, progress=progress)
+        decision = predict_from_features(model, emb.features)
+        ranked = np.argsort(-decision.attention, kind="stable")
+        top_k = min(cfg.gallery_top_k, n_tiles)
+        bottom_k = min(cfg.gallery_bottom_k, max(n_tiles - top_k, 0))
+        names = list(bundle.tile_class_names)
+        top = _gallery(slide, tiling, ranked[:top_k], decision.attention, emb.tile_probs, names)
+        bottom = _gallery(slide, tiling, ranked[::-1][:bottom_k], decision.attention, emb.tile_probs, names)
+        mpp, mpp_source = slide.mpp, slide.mpp_source
+
+    qc = slide_qc_summary(emb.qc, bundle.qc_reference)
+    qc.update(tissue_area_mm2=float(tiling.tissue_area_mm2), tile_count=n_tiles, mpp=float(mpp),
+              mpp_source=mpp_source, target_mpp=float(bundle.target_mpp),
+              tile_size_px=int(bundle.tile_size_px), read_level=int(tiling.plan.level))
+    provenance = {
+        "input_path": str(spec.path), "input_sha256": input_sha256,
+        "bundle_path": str(model.bundle_path), "bundle_sha256": model.bundle_sha256,
+        "histo_net_version": __version__, "library_versions": dict(bundle.versions),
+        "run_date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(model.device), "model_classes": list(bundle.class_names),
+        "model_metrics": {k: v for k, v in bundle.metrics.items() if isinstance(v, (int, float))},
+    }
+    report = SlideReport(
+        slide_id=spec.slide_id, slide_name=spec.path.name, predicted_class=decision.predicted_class,
+        status=decision.status, probabilities=decision.probability_dict(),
+        positive_class=bundle.positive_class, threshold=float(bundle.threshold),
+        indeterminate_band=tuple(bundle.indeterminate_band), tile_class_names=names,
+        coords_level0=tiling.coords, patch_size_level0=int(tiling.plan.patch_size_level0),
+        attention=decision.attention, tile_probs=emb.tile_probs, thumbnail=tiling.thumbnail,
+        thumbnail_downsample=float(tiling.thumbnail_downsample), tissue_mask=tiling.tissue,
+        tissue_downsample=float(tiling.tissue_downsample), top_tiles=top, bottom_tiles=bottom,
+        qc=qc, provenance=provenance, label=spec.label)
+    write_slide_report(slide_dir, report)
+    return {
+        "predicted_class": decision.predicted_class, "status_detail": decision.status,
+        "indeterminate": decision.status != "ok", "probabilities": decision.probability_dict(),
+        "tile_count": n_tiles, "input_sha256": input_sha256, "bundle_sha256": model.bundle_sha256,
+    }

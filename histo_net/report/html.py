@@ -1,0 +1,177 @@
+"""Self-contained report.html: autoescaping jinja2, images embedded as base64 data URIs.
+
+Nothing is ever marked safe: slide names, metadata and provenance are escaped by
+jinja2; data URIs are built here from image bytes this package produced.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from histo_net.report.heatmap import image_bytes
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from histo_net.report.write import GalleryTile, SlideReport
+
+#: confirmatory work-up per predicted morphology (shown as context, never as a diagnosis)
+NET_CONTEXT: dict[str, Any] = {
+    "title": "Neuroendocrine tumour morphology: suggested confirmation",
+    "items": [
+        "Synaptophysin and chromogranin A (neuroendocrine differentiation)",
+        "INSM1 (sensitive nuclear neuroendocrine marker)",
+        "Ki-67 proliferation index for grading (with mitotic count)",
+        "TTF-1 when a lung primary is in question",
+    ],
+}
+OTHER_CONTEXT: dict[str, Any] = {
+    "title": "Other small round cell tumour morphology: suggested work-up",
+    "items": [
+        "CD45 (LCA) to exclude lymphoma",
+        "CD99 and NKX2.2 for Ewing sarcoma",
+        "CK20 (perinuclear dot) and Merkel cell polyomavirus for Merkel cell carcinoma",
+        "TTF-1 for small-cell carcinoma",
+        "Synaptophysin, chromogranin A and INSM1 to exclude a neuroendocrine tumour",
+    ],
+}
+
+
+def _is_net_class(name: str, positive_class: str) -> bool:
+    """Whether a class name means neuroendocrine tumour (by name, else the positive class)."""
+    lowered = name.lower().replace("-", "_")
+    if "neuroendocrine" in lowered or lowered in {"net", "nets"} or lowered.startswith("net_"):
+        return True
+    if any(word in lowered for word in ("other", "srct", "small_round", "non_")):
+        return False
+    return name == positive_class
+
+
+def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
+    """Context box(es) for the predicted class; both when the result is indeterminate."""
+    if report.indeterminate:
+        return [NET_CONTEXT, OTHER_CONTEXT]
+    return [NET_CONTEXT if _is_net_class(report.predicted_class, report.positive_class)
+            else OTHER_CONTEXT]
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    """``data:<mime>;base64,...`` for bytes this package produced."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    """Human-readable scalar; '\u2014' for missing/NaN."""
+    if value is None:
+        return "\u2014"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "\u2014" if not np.isfinite(value) else format(float(value), spec)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def _qc_rows(qc: dict) -> list[dict[str, Any]]:
+    """QC table rows: label, value text, and ``flag`` True when the value needs attention."""
+    stain_ok = qc.get("stain_in_range")
+    blurred = qc.get("blurred_fraction")
+    mpp_text = _fmt(qc.get("mpp"), ".4g") + " \u00b5m/px"
+    if qc.get("mpp_source"):
+        mpp_text += f" (from {qc['mpp_source']})"
+    rows = [
+        {"label": "Tissue area", "value": _fmt(qc.get("tissue_area_mm2"), ".3g") + " mm\u00b2", "flag": False},
+        {"label": "Tiles analysed", "value": _fmt(qc.get("tile_count")), "flag": False},
+        {"label": "Slide resolution", "value": mpp_text, "flag": False},
+        {"label": "Tile size", "value": f"{_fmt(qc.get('tile_size_px'))} px at "
+         f"{_fmt(qc.get('target_mpp'), '.3g')} \u00b5m/px", "flag": False},
+        {"label": "Blurred tiles", "value": "\u2014" if blurred is None else f"{float(blurred):.1%}",
+         "flag": blurred is not None and float(blurred) > 0.25},
+        {"label": "Stain distance from training cohort",
+         "value": _fmt(qc.get("stain_distance"), ".2f") + (
+             "" if stain_ok is None else " (in range)" if stain_ok else " (OUT OF RANGE)"),
+         "flag": stain_ok is False},
+    ]
+    known = {"tissue_area_mm2", "tile_count", "mpp", "mpp_source", "tile_size_px", "target_mpp",
+             "blurred_fraction", "stain_distance", "stain_in_range", "warnings"}
+    for key in sorted(k for k in qc if k not in known):
+        rows.append({"label": key.replace("_", " "), "value": _fmt(qc[key]), "flag": False})
+    return rows
+
+
+def _provenance_rows(provenance: dict) -> list[dict[str, str]]:
+    """Flat key/value rows; nested mappings become ``parent.child``."""
+    rows: list[dict[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key in value:
+                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
+        else:
+            rows.append({"label": prefix, "value": _fmt(value, ".4g")})
+
+    walk("", provenance)
+    return rows
+
+
+def _gallery(tiles: list[GalleryTile], n_tiles: int, class_names: list[str]) -> list[dict[str, Any]]:
+    """Gallery entries: JPEG data URI, position, relative attention, probabilities."""
+    out = []
+    for tile in tiles:
+        probs = [{"name": c, "value": float(tile.probs[c]), "pct": f"{float(tile.probs[c]):.0%}"}
+                 for c in class_names if c in tile.probs]
+        out.append({
+            "src": data_uri(image_bytes(tile.rgb, fmt="JPEG", max_side_px=256), "image/jpeg"),
+            "x": int(tile.coords_level0[0]), "y": int(tile.coords_level0[1]),
+            "attention_rel": f"{float(tile.attention) * max(n_tiles, 1):.2f}",
+            "probs": probs,
+        })
+    return out
+
+
+def _environment() -> jinja2.Environment:
+    """Autoescaping jinja2 environment loading the packaged templates."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("histo_net.report", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
+    """The self-contained HTML report; ``images`` maps role -> PNG bytes (see render_images)."""
+    from histo_net.report.write import INDETERMINATE_TEXT, RESEARCH_USE_ONLY, attention_title
+
+    probability = report.probabilities.get(report.predicted_class)
+    prob_maps = [{"cls": role[len("prob_"):], "src": data_uri(data)}
+                 for role, data in images.items() if role.startswith("prob_")]
+    context = {
+        "r": report,
+        "run_date": report.provenance.get("run_date") or "\u2014",
+        "banner": RESEARCH_USE_ONLY,
+        "indeterminate_text": INDETERMINATE_TEXT,
+        "probability_pct": None if probability is None else f"{probability:.0%}",
+        "probabilities": [{"name": c, "value": float(p), "pct": f"{float(p):.1%}",
+                           "width": f"{max(0.0, min(1.0, float(p))) * 100:.1f}"}
+                          for c, p in report.probabilities.items()],
+        "band": [f"{report.indeterminate_band[0]:.2f}", f"{report.indeterminate_band[1]:.2f}"],
+        "thumbnail_src": data_uri(image_bytes(report.thumbnail, fmt="JPEG", max_side_px=1400),
+                                  "image/jpeg"),
+        "attention_src": data_uri(images["attention"]) if "attention" in images else None,
+        "attention_title": attention_title(report),
+        "prob_maps": prob_maps,
+        "top": _gallery(report.top_tiles, report.tile_count, report.tile_class_names),
+        "bottom": _gallery(report.bottom_tiles, report.tile_count, report.tile_class_names),
+        "qc_rows": _qc_rows(report.qc),
+        "warnings": [str(w) for w in report.qc.get("warnings") or []],
+        "provenance_rows": _provenance_rows(report.provenance),
+        "contexts": context_boxes(report),
+    }
+    return _environment().get_template("report.html.j2").render(**context)

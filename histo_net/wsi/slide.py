@@ -1,0 +1,348 @@
+"""Whole-slide reading: the only module that imports openslide.
+
+Opens anything OpenSlide opens plus plain images (PNG, JPEG, single-image TIFF,
+through ``openslide.open_slide`` as an ``ImageSlide``), resolves microns per
+pixel (override > vendor metadata > TIFF resolution tags, else
+``MissingMPPError``), picks the pyramid level for a target mpp, reads tiles as
+RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
+in chunks within a pixel budget. Coordinates are level-0 pixels, top-left, (x, y).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
+from histo_net.wsi.pixels import (
+    bgra_shuffle,
+    pil_to_rgb,
+    premultiplied_argb_to_rgb,
+    resize_rgb,
+    resize_tile,
+)
+from histo_net.types import MicronsPerPixel, RGBImage
+
+log = logging.getLogger(__name__)
+
+MPP_MIN: MicronsPerPixel = 0.05
+MPP_MAX: MicronsPerPixel = 20.0
+#: longest side (level px) of one chunk read while building a thumbnail
+THUMBNAIL_CHUNK_PX = 2048
+#: a level up to this factor coarser than a thumbnail's downsample is read directly
+THUMBNAIL_LEVEL_SLACK = 1.25
+_TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
+_UNIT_TO_UM = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How to read one tile of ``tile_size_px`` at ``target_mpp`` from a slide.
+
+    ``patch_size_level0`` is the tile footprint in level-0 px; the reader reads a
+    ``read_size_px`` square at ``level`` and resizes it to ``tile_size_px``.
+    """
+
+    target_mpp: float
+    tile_size_px: int
+    level: int
+    level_downsample: float
+    read_size_px: int
+    patch_size_level0: int
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+def _native_reader(handle: Any) -> Callable[[tuple[int, int], int, tuple[int, int]], RGBImage] | None:
+    """Direct ``openslide_read_region`` into a numpy buffer, or None (ImageSlide / other API).
+
+    Skips openslide-python's un-premultiply and PIL round trip; errors still raise
+    ``OpenSlideError`` through the library's own error check.
+    """
+    import ctypes
+
+    import openslide
+    from openslide import lowlevel
+
+    raw = getattr(lowlevel, "_read_region", None)
+    osr = getattr(handle, "_osr", None)
+    if not isinstance(handle, openslide.OpenSlide) or raw is None or osr is None:
+        return None
+    pointer = ctypes.POINTER(ctypes.c_uint32)
+    shuffle = bgra_shuffle()
+
+    def read(loc: tuple[int, int], level: int, size: tuple[int, int]) -> RGBImage:
+        width, height = size
+        if width <= 0 or height <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        buf = np.empty((height, width), np.uint32)
+        raw(osr, buf.ctypes.data_as(pointer), loc[0], loc[1], level, width, height)
+        return premultiplied_argb_to_rgb(buf, shuffle)
+
+    return read
+
+
+def _mpp_from_unit(resolution: float, unit: str) -> float | None:
+    scale = _UNIT_TO_UM.get(unit.strip().lower())
+    if scale is None or not resolution or resolution <= 0:
+        return None
+    return scale / resolution
+
+
+class Slide:
+    """An open slide (context manager). Attributes are level-0 unless named otherwise."""
+
+    def __init__(self, path: Path, handle: Any, mpp_override: float | None, require_mpp: bool) -> None:
+        self.path = path
+        self._handle = handle
+        self._native = _native_reader(handle)
+        self.properties: dict[str, str] = dict(handle.properties)
+        self.vendor: str | None = self.properties.get("openslide.vendor")
+        self.dimensions: tuple[int, int] = tuple(handle.dimensions)  # type: ignore[assignment]
+        self.level_count: int = int(handle.level_count)
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(w), int(h)) for w, h in handle.level_dimensions
+        )
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in handle.level_downsamples)
+        self.is_image = self.vendor is None
+        self.mpp, self.mpp_source = self._resolve_mpp(mpp_override, require_mpp)
+
+    # ------------------------------------------------------------------ mpp
+    def _tiff_tag_mpp(self) -> float | None:
+        """mpp from TIFF XResolution/YResolution + ResolutionUnit (properties or the file)."""
+        props = self.properties
+        if "tiff.XResolution" in props and "tiff.ResolutionUnit" in props:
+            try:
+                xs = [_mpp_from_unit(float(props[k]), props["tiff.ResolutionUnit"])
+                      for k in ("tiff.XResolution", "tiff.YResolution") if k in props]
+            except ValueError:
+                xs = []
+            vals = [v for v in xs if v is not None]
+            if vals:
+                return float(np.mean(vals))
+        if self.is_image and self.path.suffix.lower() in _TIFF_SUFFIXES:
+            try:
+                import tifffile
+
+                with tifffile.TiffFile(self.path) as tif:
+                    tags = tif.pages[0].tags
+                    res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+                    if res is None or unit is None:
+                        return None
+                    num, den = res.value
+                    return _mpp_from_unit(num / den if den else 0.0, str(int(unit.value)))
+            except Exception as exc:  # noqa: BLE001  unreadable tags: treat as absent
+                log.debug("%s: cannot read TIFF resolution tags: %s", self.path, exc)
+        return None
+
+    def _resolve_mpp(self, override: float | None, require: bool) -> tuple[float, str]:
+        value: float | None = None
+        source = "none"
+        if override is not None:
+            value, source = float(override), "override"
+        else:
+            props = self.properties
+            try:
+                xy = [float(props[k]) for k in ("openslide.mpp-x", "openslide.mpp-y") if k in props]
+            except ValueError:
+                xy = []
+            if xy and all(v > 0 for v in xy):
+                value = float(np.mean(xy))
+                tag_mpp = self._tiff_tag_mpp() if self.vendor == "generic-tiff" else None
+                same = tag_mpp is not None and math.isclose(tag_mpp, value, rel_tol=1e-3)
+                source = "tiff-resolution" if same else "metadata"
+            else:
+                tag_mpp = self._tiff_tag_mpp()
+                if tag_mpp is not None:
+                    value, source = tag_mpp, "tiff-resolution"
+        if value is None:
+            if require:
+                raise MissingMPPError(
+                    f"{self.path}: microns per pixel unknown (no mpp metadata or TIFF resolution "
+                    "tags); pass --mpp X (e.g. 0.25 for 40x, 0.5 for 20x) or an 'mpp' manifest column"
+                )
+            return float("nan"), "none"
+        if not MPP_MIN <= value <= MPP_MAX:
+            if require or source == "override":
+                raise MissingMPPError(
+                    f"{self.path}: implausible microns per pixel {value:.4g} (from {source}; "
+                    f"expected {MPP_MIN}..{MPP_MAX}); pass the right value with --mpp X"
+                )
+            return float("nan"), "none"
+        return value, source
+
+    # ---------------------------------------------------------------- levels
+    def read_plan(self, target_mpp: float, tile_size_px: int, tolerance: float = 0.1) -> ReadPlan:
+        """Coarsest level at least as fine as ``target_mpp`` (within ``tolerance``), read size there."""
+        if not math.isfinite(self.mpp):
+            raise MissingMPPError(f"{self.path}: microns per pixel unknown; pass --mpp X")
+        patch_l0 = max(1, round(tile_size_px * target_mpp / self.mpp))
+        level = 0
+        for i, ds in enumerate(self.level_downsamples):
+            if self.mpp * ds <= target_mpp * (1.0 + tolerance) and ds >= self.level_downsamples[level]:
+                level = i
+        ds = self.level_downsamples[level]
+        read_px = max(1, round(patch_l0 / ds))
+        if self.mpp > target_mpp * (1.0 + tolerance):
+            log.warning("%s: slide mpp %.3f is coarser than target %.3f; tiles are upsampled",
+                        self.path, self.mpp, target_mpp)
+        return ReadPlan(float(target_mpp), int(tile_size_px), level, ds, read_px, patch_l0)
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Coarsest level whose downsample is <= ``downsample`` (level 0 if none)."""
+        level = 0
+        for i, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * (1 + 1e-6) and ds >= self.level_downsamples[level]:
+                level = i
+        return level
+
+    # ----------------------------------------------------------------- reads
+    def _reopen(self) -> None:
+        import openslide
+
+        try:
+            self._handle.close()
+        except Exception as exc:  # noqa: BLE001  a broken handle may fail to close; dropped anyway
+            log.debug("%s: closing the broken handle failed: %s", self.path, exc)
+        self._handle = openslide.open_slide(str(self.path))
+        self._native = _native_reader(self._handle)
+
+    def _read_rgb(self, xy_level0: tuple[int, int], level: int, size_wh: tuple[int, int]) -> RGBImage:
+        """(h,w,3) RGB region; reopen the handle once and retry on failure, then SlideReadError."""
+        loc = (int(xy_level0[0]), int(xy_level0[1]))
+        size = (int(size_wh[0]), int(size_wh[1]))
+        try:
+            return self._read_once(loc, level, size)
+        except Exception as first:  # noqa: BLE001  any backend error: reopen and retry once
+            log.warning("%s: read at %s level %d failed (%s); reopening", self.path, loc, level,
+                        _one_line(first))
+            try:
+                self._reopen()
+                return self._read_once(loc, level, size)
+            except Exception as exc:  # noqa: BLE001
+                raise SlideReadError(
+                    f"{self.path}: cannot read region at {loc} level {level} size {size}: "
+                    f"{_one_line(exc)}"
+                ) from None
+
+    def _read_once(self, loc: tuple[int, int], level: int, size: tuple[int, int]) -> RGBImage:
+        if self._native is not None:
+            return self._native(loc, level, size)
+        return pil_to_rgb(self._handle.read_region(loc, level, size))
+
+    def read_region(self, xy_level0: tuple[int, int], level: int, size_wh: tuple[int, int]) -> RGBImage:
+        """(h,w,3) uint8 RGB of ``size_wh`` level px at ``level``, top-left at level-0 ``xy_level0``."""
+        return self._read_rgb(xy_level0, level, size_wh)
+
+    def read_tile(self, xy_level0: tuple[int, int], plan: ReadPlan) -> RGBImage:
+        """(tile,tile,3) uint8 RGB tile at ``plan.target_mpp``; beyond the slide edge is white."""
+        rgb = self._read_rgb(xy_level0, plan.level, (plan.read_size_px, plan.read_size_px))
+        return resize_tile(rgb, plan.tile_size_px)
+
+    def thumbnail(self, max_px: int) -> tuple[RGBImage, float]:
+        """RGB thumbnail whose longest side is <= ``max_px`` and its downsample.
+
+        Returns ``(rgb (h,w,3) uint8, downsample)`` where downsample is level-0 px
+        per thumbnail px, the same on both axes (the last row/column may extend
+        past the slide edge and is white). Read in chunks from the coarsest level
+        that is fine enough (a level up to 25% coarser is used as is, giving a slightly
+        smaller thumbnail), so a large level is never held whole.
+        """
+        width, height = self.dimensions
+        ds = max(1.0, max(width, height) / float(max_px))
+        level = self.best_level_for_downsample(ds * THUMBNAIL_LEVEL_SLACK)
+        lds = self.level_downsamples[level]
+        ds = max(ds, lds)
+        thumb_w, thumb_h = max(1, math.ceil(width / ds)), max(1, math.ceil(height / ds))
+        ratio = ds / lds  # level px per thumbnail px (>= 1)
+        out = np.empty((thumb_h, thumb_w, 3), np.uint8)
+        block = max(1, int(THUMBNAIL_CHUNK_PX / ratio))  # thumbnail px per chunk side
+        for ty in range(0, thumb_h, block):
+            for tx in range(0, thumb_w, block):
+                bw, bh = min(block, thumb_w - tx), min(block, thumb_h - ty)
+                read_w = max(1, round(bw * ratio))
+                read_h = max(1, round(bh * ratio))
+                xy = (round(tx * ds), round(ty * ds))
+                chunk = self.read_region(xy, level, (read_w, read_h))
+                out[ty:ty + bh, tx:tx + bw] = resize_rgb(chunk, (bw, bh))
+        return out, ds
+
+    # ------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Release the OpenSlide handle."""
+        self._native = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> Slide:  # noqa: PYI034
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Slide({str(self.path)!r}, {self.dimensions[0]}x{self.dimensions[1]}, "
+                f"levels={self.level_count}, mpp={self.mpp:.4g} ({self.mpp_source}))")
+
+
+def _probe(handle: Any, path: Path) -> None:
+    """Decode one pixel at the far corner of level 0 and the coarsest level (catches truncation)."""
+    width, height = handle.dimensions
+    last = handle.level_count - 1
+    handle.read_region((max(0, width - 1), max(0, height - 1)), 0, (1, 1))
+    if last > 0:
+        handle.read_region((0, 0), last, (1, 1))
+
+
+def open_slide(path: str | Path, mpp_override: float | None = None, require_mpp: bool = True) -> Slide:
+    """Open a whole-slide image or plain image.
+
+    Raises ``SlideOpenError`` (missing, directory, empty, unsupported, truncated)
+    and ``MissingMPPError`` (no mpp and none given, or outside 0.05..20 um/px)
+    when ``require_mpp``; otherwise an unknown mpp is NaN with source "none".
+    """
+    import openslide
+
+    path = Path(path)
+    if not path.exists():
+        raise SlideOpenError(f"{path}: file not found")
+    if path.is_dir():
+        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SlideOpenError(f"{path}: cannot stat file ({_one_line(exc)})") from None
+    if size == 0:
+        raise SlideOpenError(f"{path}: empty file")
+    with warnings.catch_warnings():  # PIL warns (multi-line) on corrupt EXIF etc.: we raise
+        warnings.simplefilter("ignore")
+        try:
+            handle = openslide.open_slide(str(path))
+        except Exception as exc:  # noqa: BLE001  OpenSlideError, UnidentifiedImageError, OSError..
+            raise SlideOpenError(
+                f"{path}: not a readable slide or image (unsupported, corrupt or truncated: "
+                f"{_one_line(exc)})"
+            ) from None
+        try:
+            _probe(handle, path)
+        except Exception as exc:  # noqa: BLE001
+            handle.close()
+            raise SlideOpenError(f"{path}: corrupt or truncated slide ({_one_line(exc)})") from None
+    try:
+        return Slide(path, handle, mpp_override, require_mpp)
+    except BaseException:
+        handle.close()
+        raise

@@ -1,0 +1,197 @@
+"""Report files: JSON, QuPath GeoJSON, self-contained escaped HTML, optional Chromium screenshot."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from histo_net.report.geojson import build_geojson, class_colours
+from histo_net.report.write import (
+    GalleryTile,
+    SlideReport,
+    attention_color_range,
+    build_report_json,
+    render_images,
+    write_slide_report,
+)
+from histo_net.report.html import render_report_html
+
+ROOT = Path(__file__).resolve().parents[2]
+TILE_CLASSES = ["non_tumour", "neuroendocrine", "other_srct"]
+EVIL = "evil<script>alert(1)</script>..svs"
+
+
+def make_report(status: str = "ok", predicted: str = "neuroendocrine", n_side: int = 4,
+                slide_name: str = "slide_01.svs") -> SlideReport:
+    """A small plausible report: 4x4 overlapping tiles on a 64x64 thumbnail."""
+    rng = np.random.default_rng(7)
+    patch, stride, ds = 64, 48, 4.0
+    ys, xs = np.mgrid[0:n_side, 0:n_side] * stride
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+    n = len(coords)
+    probs = rng.dirichlet(np.ones(3), size=n)
+    probs[0, :] = np.nan  # one broken tile must not break JSON
+    attention = rng.uniform(0.1, 1, n)
+    attention /= attention.sum()
+    thumb = rng.integers(120, 255, (64, 64, 3), dtype=np.uint8)
+    tissue = np.ones((32, 32), dtype=bool)
+    tissue[:, 24:] = False
+    gallery = [GalleryTile(rgb=rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                           coords_level0=(int(coords[i, 0]), int(coords[i, 1])),
+                           attention=float(attention[i]),
+                           probs=dict(zip(TILE_CLASSES, map(float, probs[(i + 1) % n]))))
+               for i in range(3)]
+    p_net = 0.52 if status == "indeterminate" else 0.91 if predicted == "neuroendocrine" else 0.08
+    return SlideReport(
+        slide_id="slide_01", slide_name=slide_name, predicted_class=predicted, status=status,
+        probabilities={"neuroendocrine": p_net, "other_srct": 1 - p_net},
+        positive_class="neuroendocrine", threshold=0.5, indeterminate_band=(0.35, 0.65),
+        tile_class_names=list(TILE_CLASSES), coords_level0=coords, patch_size_level0=patch,
+        attention=attention, tile_probs=probs, thumbnail=thumb, thumbnail_downsample=ds,
+        tissue_mask=tissue, tissue_downsample=2 * ds, top_tiles=gallery, bottom_tiles=gallery[:1],
+        qc={"tissue_area_mm2": 1.5, "tile_count": n, "mpp": 0.25, "mpp_source": "metadata",
+            "target_mpp": 0.5, "tile_size_px": 32, "blurred_fraction": 0.1,
+            "stain_distance": float("nan"), "stain_in_range": False,
+            "warnings": ["stain differs from the training cohort"]},
+        provenance={"input_path": "/data/slide_01.svs", "input_sha256": "ab" * 32,
+                    "run_date": "2026-11-24T01:00:00+00:00", "versions": {"torch": "2.6"}},
+        label="neuroendocrine")
+
+
+def test_geojson_structure_and_round_trip() -> None:
+    report = make_report()
+    gj = build_geojson(report)
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == report.tile_count
+    assert json.loads(json.dumps(gj, allow_nan=False)) == gj
+    colours = class_colours(TILE_CLASSES)
+    for i, feat in enumerate(gj["features"]):
+        ring = feat["geometry"]["coordinates"][0]
+        assert feat["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
+        x, y = report.coords_level0[i]
+        assert ring[0] == [x, y] and ring[2] == [x + 64, y + 64]
+        props = feat["properties"]
+        assert props["objectType"] == "tile"
+        meas = props["measurements"]
+        assert set(meas) == {"attention"} | {f"prob_{c}" for c in TILE_CLASSES}
+        assert meas["attention"] == pytest.approx(report.attention[i])
+        if i > 0:
+            best = TILE_CLASSES[int(np.argmax(report.tile_probs[i]))]
+            assert props["classification"] == {"name": best, "color": colours[best]}
+            assert meas["prob_other_srct"] == pytest.approx(report.tile_probs[i, 2])
+    assert gj["features"][0]["properties"]["measurements"]["prob_neuroendocrine"] is None
+
+
+def test_report_json_is_json_safe_and_complete() -> None:
+    payload = build_report_json(make_report(status="indeterminate"), {"report_html": "report.html"})
+    text = json.dumps(payload, allow_nan=False)  # raises on NaN
+    back = json.loads(text)
+    assert back["status"] == "indeterminate" and back["indeterminate"]
+    assert back["predicted_class"] == "neuroendocrine"
+    assert back["probabilities"]["neuroendocrine"] == pytest.approx(0.52)
+    assert back["indeterminate_band"] == [0.35, 0.65]
+    assert back["qc"]["stain_distance"] is None and back["qc"]["tile_count"] == 16
+    assert back["provenance"]["input_sha256"] == "ab" * 32
+    assert back["files"] == {"report_html": "report.html"}
+
+
+def test_write_slide_report_files(tmp_path: Path) -> None:
+    files = write_slide_report(tmp_path / "s", make_report())
+    names = set(files.values())
+    assert {"report.json", "report.html", "attention.png", "tiles.geojson",
+            "prob_neuroendocrine.png", "prob_other_srct.png"} <= names
+    assert {p.name for p in (tmp_path / "s").iterdir()} == names  # no temp files left
+    for name in names:
+        if name.endswith(".png"):
+            Image.open(tmp_path / "s" / name).verify()
+    saved = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert saved["files"] == files
+    assert len(json.loads((tmp_path / "s" / "tiles.geojson").read_text())["features"]) == 16
+
+
+def test_heatmaps_differ_per_class() -> None:
+    images = render_images(make_report())
+    assert images["prob_neuroendocrine"] != images["prob_other_srct"] != images["attention"]
+    assert Image.open(io.BytesIO(images["attention"])).size[0] > 200
+
+
+@functools.lru_cache(maxsize=4)
+def _images(status: str, predicted: str) -> dict[str, bytes]:
+    """Heatmaps depend only on arrays, status and class; render each variant once."""
+    return render_images(make_report(status=status, predicted=predicted))
+
+
+def test_attention_color_range_spreads_peaks_and_keeps_uniform_flat() -> None:
+    peaked = np.concatenate([np.full(98, 0.5), np.full(2, 25.0)]).reshape(10, 10)
+    lo, hi = attention_color_range(peaked)
+    assert lo == pytest.approx(0.5) and hi > 20
+    uniform = np.full((4, 4), 1.0)
+    uniform[0, 0] = np.nan
+    lo, hi = attention_color_range(uniform)
+    assert lo == pytest.approx(0.75) and hi == pytest.approx(1.25)  # uniform -> one mid colour
+
+
+def _html(report: SlideReport) -> str:
+    return render_report_html(report, _images(report.status, report.predicted_class))
+
+
+def test_html_self_contained_with_banner_and_context() -> None:
+    html = _html(make_report())
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"' >]+)""", html, flags=re.IGNORECASE)
+    assert refs and all(ref.startswith("data:image/") for ref in refs)
+    assert not re.search(r"https?://", html)
+    assert "<script" not in html.lower() and "@import" not in html and "url(" not in html
+    assert "Research use only" in html
+    assert "neuroendocrine" in html and "91%" in html
+    assert "Indeterminate" not in html
+    assert "Synaptophysin" in html and "INSM1" in html and "Ki-67" in html and "TTF-1" in html
+    assert "CD99" not in html  # only the predicted class's box
+    assert "OUT OF RANGE" in html and "stain differs" in html  # QC warning shown
+    assert html.count("<img") == 4 + 3 + 1  # thumbnail, attention, 2 class maps; gallery 3 + 1
+
+
+def test_html_other_class_and_indeterminate_wording() -> None:
+    other = _html(make_report(predicted="other_srct"))
+    assert "CD99" in other and "NKX2.2" in other and "CD45" in other and "CK20" in other
+    indet = _html(make_report(status="indeterminate"))
+    assert "Indeterminate \u2014 refer for immunohistochemistry" in indet
+    assert "CD99" in indet and "Ki-67" in indet  # both work-ups when undecided
+
+
+def test_html_escapes_script_in_names_and_metadata() -> None:
+    report = make_report(slide_name=EVIL)
+    report.provenance["scanner"] = "<script>steal()</script>"
+    report.qc["warnings"] = ['<img src=x onerror="alert(2)">']
+    report.label = "<b>bold</b>"
+    html = _html(report)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "<b>bold" not in html
+    assert "&lt;b&gt;bold" in html
+
+
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
+    reason="chromium not installed (apt-get install chromium) - report screenshot not checked")
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    write_slide_report(tmp_path / "slide", make_report(slide_name=EVIL))
+    png = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "screenshot_report.py"),
+         str(tmp_path / "slide" / "report.html"), str(png), "--height", "1400"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shot = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert shot.shape[:2] == (1400, 1280)
+    # the red research-use banner is at the top and the page is not blank
+    top = shot[:20, :, :]
+    assert ((top[..., 0] > 150) & (top[..., 1] < 80)).mean() > 0.5
+    assert shot.std() > 20

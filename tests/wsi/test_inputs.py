@@ -1,0 +1,92 @@
+"""histo_net.wsi.inputs: files, folders and manifest CSVs into unique slide specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from histo_net.errors import ConfigError
+from histo_net.wsi.inputs import SlideSpec, list_slide_folder, read_manifest, resolve_inputs
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_folder_listing_is_flat_and_filtered(tmp_path: Path) -> None:
+    for name in ("b.svs", "a.TIF", "c.png", "notes.txt", "._b.svs", "..svs", "sub/deep.svs"):
+        _touch(tmp_path / name)
+    (tmp_path / "x.svs").mkdir()
+    names = [p.name for p in list_slide_folder(tmp_path)]
+    assert names == ["..svs", "a.TIF", "b.svs", "c.png", "x.svs"]
+    specs = resolve_inputs([tmp_path])
+    assert [s.slide_id for s in specs] == ["slide", "a", "b", "c", "x"]
+    assert all(isinstance(s, SlideSpec) and s.mpp is None for s in specs)
+
+
+def test_files_missing_paths_duplicates_and_mpp_override(tmp_path: Path) -> None:
+    a = _touch(tmp_path / "one" / "slide.svs")
+    b = _touch(tmp_path / "two" / "slide.svs")
+    missing = tmp_path / "gone.svs"
+    specs = resolve_inputs([a, str(b), missing, _touch(tmp_path / "we ird;name.svs")],
+                           mpp_override=0.25)
+    assert [s.slide_id for s in specs] == ["slide", "slide_2", "gone", "we_ird_name"]
+    assert specs[2].path == missing
+    assert {s.mpp for s in specs} == {0.25}
+
+
+def test_manifest_columns_and_relative_paths(tmp_path: Path) -> None:
+    _touch(tmp_path / "data" / "s1.svs")
+    csv = tmp_path / "data" / "manifest.csv"
+    csv.write_text(
+        "\ufeffslide_id,patient_id,path,label,mpp,annotations,site\n"
+        "S1,P1,s1.svs,NET,0.25,ann/s1.geojson,lung\n"
+        f"../evil id,P2,{tmp_path / 'abs.svs'},,,,\n"
+        "\n",
+        encoding="utf-8",
+    )
+    specs = read_manifest(csv)
+    assert len(specs) == 2
+    s1, s2 = specs
+    assert s1 == SlideSpec("S1", (tmp_path / "data" / "s1.svs").resolve(), "P1", "NET", 0.25,
+                           (tmp_path / "data" / "ann" / "s1.geojson").resolve(), {"site": "lung"})
+    assert s2.slide_id == "evil_id" and s2.path == tmp_path / "abs.svs"
+    assert (s2.label, s2.mpp, s2.annotations) == (None, None, None)
+    # the CLI --mpp beats the manifest column
+    assert {s.mpp for s in resolve_inputs([csv], mpp_override=0.5)} == {0.5}
+    assert resolve_inputs([csv])[0].mpp == 0.25
+
+
+def test_manifest_errors_list_all_bad_rows(tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text("slide_id,path,mpp\nA,a.svs,0.5\n,b.svs,\nC,,abc\nA,d.svs,100\n")
+    with pytest.raises(ConfigError) as info:
+        read_manifest(csv)
+    message = str(info.value)
+    assert "m.csv" in message and "\n" not in message
+    for part in ("row 2: empty slide_id", "row 3: empty path", "bad mpp 'abc'",
+                 "row 4: duplicate slide_id 'A'", "outside"):
+        assert part in message
+    assert "row 1:" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("slide,file\nA,a.svs\n", "lacks column"), ("slide_id,path\n", "no slides")],
+)
+def test_manifest_structure_errors(tmp_path: Path, text: str, match: str) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        resolve_inputs([csv])
+
+
+def test_missing_manifest_and_empty_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="manifest not found"):
+        resolve_inputs([tmp_path / "nope.csv"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no slides found"):
+        resolve_inputs([tmp_path / "empty"])
