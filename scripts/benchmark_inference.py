@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from histo_net.device import autocast, select_device
+from histo_net.models.untrained import save_untrained_bundle
 from histo_net.predict.decision import load_model
 from histo_net.predict.pipeline import PredictConfig
 from histo_net.predict.run import run_predict
-from histo_net.models.untrained import save_untrained_bundle
 
 
 def bare_forward_tiles_per_s(model, device: torch.device, batch_size: int, tile_px: int,

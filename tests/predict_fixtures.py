@@ -22,9 +22,9 @@ def make_mixed_folder(folder: Path, cohort_manifest: Path) -> dict[str, list[str
     """
     from PIL import Image
 
+    from histo_net.synth.writer import write_pyramidal_slide
     from histo_net.wsi.inputs import read_manifest
     from histo_net.wsi.slide import open_slide
-    from histo_net.synth.writer import write_pyramidal_slide
 
     folder.mkdir(parents=True, exist_ok=True)
     specs = read_manifest(cohort_manifest)

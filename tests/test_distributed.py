@@ -36,8 +36,8 @@ def test_torchrun_two_cpu_processes(tiny_cohort, tmp_path) -> None:  # type: ign
     import subprocess
     import sys
 
-    from histo_net.models.bundle import load_bundle
     from histo_net.features.embed import read_features_attrs
+    from histo_net.models.bundle import load_bundle
     from tests.train.test_e2e import FAST_SETTINGS
 
     run = tmp_path / "RUN"

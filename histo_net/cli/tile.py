@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from histo_net.cli.common import EXIT_FAILED, EXIT_OK, flag_overrides
     from histo_net.config import TilingConfig, load_config
     from histo_net.errors import HistoNetError
-    from histo_net.wsi.inputs import resolve_inputs
     from histo_net.io_utils import safe_child
+    from histo_net.wsi.inputs import resolve_inputs
 
     overrides = flag_overrides(args.overrides, target_mpp=args.target_mpp, tile_size_px=args.tile_size)
     cfg = load_config(TilingConfig, args.config, overrides)

@@ -24,8 +24,8 @@ from torch import nn
 
 from histo_net.errors import HistoNetError
 from histo_net.io_utils import atomic_path, h5_attr_value
-from histo_net.wsi.slide import ReadPlan
 from histo_net.types import Coords
+from histo_net.wsi.slide import ReadPlan
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ def embed_slide(
     ``forward_head`` ((B,D) -> (B,C)); it is put in eval mode and channels_last.
     ``workers`` None = ``min(4, cores)`` capped by the number of batches.
     """
-    from histo_net.train.data import TileDataset, default_workers
     from histo_net.device import autocast
     from histo_net.features.qc import tile_qc_features
+    from histo_net.train.data import TileDataset, default_workers
 
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     n_batches = -(-len(coords) // batch_size)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.errors import ModelBundleError
 from histo_net.io_utils import atomic_write_text
+from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.tile_cnn import TileClassifier
 

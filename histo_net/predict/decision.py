@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histo_net.models.bundle import ModelBundle, load_bundle
 from histo_net.calibration import calibrated_probs
 from histo_net.io_utils import sha256_file
+from histo_net.models.bundle import ModelBundle, load_bundle
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.tile_cnn import TileClassifier
 

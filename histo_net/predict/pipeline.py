@@ -17,10 +17,10 @@ from pydantic import Field
 from histo_net import __version__
 from histo_net.config import StrictModel, TilingConfig
 from histo_net.features.embed import embed_slide
-from histo_net.predict.decision import LoadedModel, predict_from_features
-from histo_net.wsi.inputs import SlideSpec
 from histo_net.features.qc import slide_qc_summary
+from histo_net.predict.decision import LoadedModel, predict_from_features
 from histo_net.report.write import GalleryTile, SlideReport, write_slide_report
+from histo_net.wsi.inputs import SlideSpec
 from histo_net.wsi.slide import Slide, open_slide
 from histo_net.wsi.tiling import TilingResult, tile_slide
 

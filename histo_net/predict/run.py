@@ -25,8 +25,8 @@ from histo_net.batch.runner import (
     shard_from_env,
 )
 from histo_net.errors import ConfigError
-from histo_net.wsi.inputs import SlideSpec, resolve_inputs
 from histo_net.predict.pipeline import PredictConfig, predict_slide
+from histo_net.wsi.inputs import SlideSpec, resolve_inputs
 
 logger = logging.getLogger(__name__)
 

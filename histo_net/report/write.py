@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from histo_net.io_utils import atomic_write_bytes, atomic_write_text, safe_child, sanitize_slide_id
 from histo_net.report.geojson import build_geojson
 from histo_net.report.heatmap import image_bytes, overlay_png, scores_to_grid
-from histo_net.io_utils import atomic_write_bytes, atomic_write_text, safe_child, sanitize_slide_id
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from histo_net.train.annotations import NON_TUMOUR
 from histo_net.io_utils import safe_child
-from histo_net.wsi.slide import ReadPlan
+from histo_net.train.annotations import NON_TUMOUR
 from histo_net.train.config import TrainConfig
 from histo_net.train.manifest import TrainManifest, TrainSlide
 from histo_net.types import Coords
+from histo_net.wsi.slide import ReadPlan
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from histo_net.wsi.slide import ReadPlan, Slide
 from histo_net.types import Coords, RGBImage
+from histo_net.wsi.slide import ReadPlan, Slide
 
 logger = logging.getLogger(__name__)
 

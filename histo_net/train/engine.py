@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from histo_net.device import autocast, make_grad_scaler
+from histo_net.errors import HistoNetError
+from histo_net.io_utils import atomic_write_text
+from histo_net.metrics import auroc, balanced_accuracy
 from histo_net.models.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from histo_net.device import autocast, make_grad_scaler
-from histo_net.errors import HistoNetError
-from histo_net.io_utils import atomic_write_text
-from histo_net.metrics import auroc, balanced_accuracy
 
 logger = logging.getLogger(__name__)
 

@@ -138,9 +138,9 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
     Tiles go to ``out_dir/tiles`` and features to ``out_dir/features`` (cache keyed
     by the bundle's encoder hash). Returns the metrics dict.
     """
-    from histo_net.models.bundle import load_bundle
     from histo_net.device import select_device
     from histo_net.features.embed import embed_slide, write_features_h5
+    from histo_net.models.bundle import load_bundle
     from histo_net.train.evaluation import compute_metrics, write_evaluation
     from histo_net.train.manifest import validate_manifest
     from histo_net.train.slide_model import eval_set, load_embeddings

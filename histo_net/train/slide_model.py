@@ -88,8 +88,8 @@ def mil_fingerprint(ctx: RunContext, enc_hash: str) -> str:
 
 def bundle_matches(ctx: RunContext, enc_hash: str) -> bool:
     """True when RUN/model.pt and metrics.json exist for the current settings."""
-    from histo_net.models.bundle import load_bundle
     from histo_net.errors import HistoNetError
+    from histo_net.models.bundle import load_bundle
 
     path = ctx.path(BUNDLE_NAME)
     if not path.is_file() or not ctx.path("metrics.json").is_file():
@@ -111,9 +111,9 @@ def _train_qc(ctx: RunContext, embs: dict[str, SlideEmbedding]) -> dict[str, Any
 
 def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any]) -> Path:
     """Train MIL, calibrate on validation, evaluate on test, write the bundle; returns its path."""
+    from histo_net.models import IMAGENET_MEAN, IMAGENET_STD
     from histo_net.models.bundle import ModelBundle, library_versions, save_bundle, write_model_card
     from histo_net.train.mil import train_mil
-    from histo_net.models import IMAGENET_MEAN, IMAGENET_STD
 
     bundle_path = ctx.path(BUNDLE_NAME)
     if bundle_matches(ctx, enc_hash):

@@ -16,11 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from histo_net.train.annotations import NON_TUMOUR, read_geojson_polygons, tile_labels, tumour_membership
-from histo_net.models.bundle import encoder_hash
-from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.distributed import barrier, shard_list
 from histo_net.errors import ConfigError, HistoNetError
+from histo_net.models.bundle import encoder_hash
+from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
+from histo_net.train.annotations import (
+    NON_TUMOUR,
+    read_geojson_polygons,
+    tile_labels,
+    tumour_membership,
+)
 from histo_net.train.context import (
     RunContext,
     SlideTiles,
@@ -47,7 +52,12 @@ def _bar(ctx: RunContext, slides: list[TrainSlide], desc: str) -> Any:
 # --------------------------------------------------------------------- tiles
 def _tile_one(ctx: RunContext, slide: TrainSlide) -> None:
     from histo_net.wsi.slide import open_slide
-    from histo_net.wsi.tiling import read_tiles_h5, tile_slide, tiling_settings_match, write_tiles_h5
+    from histo_net.wsi.tiling import (
+        read_tiles_h5,
+        tile_slide,
+        tiling_settings_match,
+        write_tiles_h5,
+    )
 
     path = ctx.path("tiles", f"{slide.slide_id}.h5")
     with open_slide(slide.path, mpp_override=slide.mpp) as handle:
@@ -155,8 +165,8 @@ def stage1_outputs_match(ctx: RunContext) -> bool:
 
 def stage_tile_cnn(ctx: RunContext, *, resume: bool) -> None:
     """Train the tile classifier (DDP under torchrun) into ``checkpoints/tile_cnn.pt``."""
-    from histo_net.train.engine import fit, prepare_model
     from histo_net.models import TileClassifier
+    from histo_net.train.engine import fit, prepare_model
 
     if stage1_outputs_match(ctx):
         logger.info("stage 1 (tile CNN): outputs match the settings; skipped")

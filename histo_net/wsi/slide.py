@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
+from histo_net.types import MicronsPerPixel, RGBImage
 from histo_net.wsi.pixels import (
     bgra_shuffle,
     pil_to_rgb,
@@ -29,7 +30,6 @@ from histo_net.wsi.pixels import (
     resize_rgb,
     resize_tile,
 )
-from histo_net.types import MicronsPerPixel, RGBImage
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from histo_net.config import TilingConfig
 from histo_net.errors import HistoNetError, MissingMPPError, NoTissueError
-from histo_net.wsi.slide import ReadPlan, Slide
 from histo_net.types import BoolMask, Coords, RGBImage
+from histo_net.wsi.slide import ReadPlan, Slide
 
 log = logging.getLogger(__name__)
 

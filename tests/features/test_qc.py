@@ -6,7 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from histo_net.features.qc import QC_FEATURE_NAMES, build_qc_reference, slide_qc_summary, tile_qc_features
+from histo_net.features.qc import (
+    QC_FEATURE_NAMES,
+    build_qc_reference,
+    slide_qc_summary,
+    tile_qc_features,
+)
 
 
 def _textured_tiles(n: int, seed: int = 0) -> torch.Tensor:

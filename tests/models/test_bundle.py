@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from histo_net.errors import ModelBundleError
+from histo_net.models import GatedAttentionMIL, TileClassifier
 from histo_net.models.bundle import (
     FORMAT_VERSION,
     ModelBundle,
@@ -16,8 +18,6 @@ from histo_net.models.bundle import (
     write_model_card,
 )
 from histo_net.models.checkpoint import save_checkpoint
-from histo_net.errors import ModelBundleError
-from histo_net.models import GatedAttentionMIL, TileClassifier
 
 
 def _bundle() -> ModelBundle:

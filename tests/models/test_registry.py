@@ -94,7 +94,7 @@ def test_failed_torchvision_import_is_retried_not_cached(monkeypatch: pytest.Mon
     monkeypatch.setattr(ModelRegistry, "_builders", {})
     real_import = builtins.__import__
 
-    def failing_import(name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def failing_import(name, *args, **kwargs):
         if name.startswith("torchvision"):
             raise ImportError("simulated broken torchvision")
         return real_import(name, *args, **kwargs)

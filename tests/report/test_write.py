@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from histo_net.report.geojson import build_geojson, class_colours
+from histo_net.report.html import render_report_html
 from histo_net.report.write import (
     GalleryTile,
     SlideReport,
@@ -23,7 +24,6 @@ from histo_net.report.write import (
     render_images,
     write_slide_report,
 )
-from histo_net.report.html import render_report_html
 
 ROOT = Path(__file__).resolve().parents[2]
 TILE_CLASSES = ["non_tumour", "neuroendocrine", "other_srct"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from histo_net.train.annotations import read_geojson_polygons, tile_labels, tumour_membership
 from histo_net.errors import ConfigError
+from histo_net.train.annotations import read_geojson_polygons, tile_labels, tumour_membership
 
 CLASSES = ["non_tumour", "neuroendocrine", "other_small_round_cell"]
 

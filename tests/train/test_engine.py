@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from histo_net.errors import ModelBundleError
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.train.engine import FitResult, NonFiniteLossError, evaluate, fit, train_one_epoch
-from histo_net.errors import ModelBundleError
 
 CPU = torch.device("cpu")
 

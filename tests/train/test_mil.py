@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from histo_net.metrics import auroc
-from histo_net.train.mil import class_weights_from_labels, predict_bags, train_mil
 from histo_net.models.mil import GatedAttentionMIL, pad_bags
+from histo_net.train.mil import class_weights_from_labels, predict_bags, train_mil
 
 
 def _model() -> GatedAttentionMIL:

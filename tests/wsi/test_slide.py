@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histo_net.wsi import slide as slide_mod
 from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
+from histo_net.wsi import slide as slide_mod
 from histo_net.wsi.pixels import resize_tile
 from histo_net.wsi.slide import ReadPlan, Slide, open_slide
 from tests.slide_fixtures import (
