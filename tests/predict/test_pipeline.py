@@ -38,7 +38,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, mixed, bundle: Path)
     out = tmp_path_factory.mktemp("ref") / "out"
     proc = subprocess.run([sys.executable, "-m", "histo_net", "predict", str(folder), "--model",
                            str(bundle), "--out", str(out), *PREDICT_FLAGS],
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
     return out, proc.returncode, proc.stderr
 
 
@@ -128,7 +128,7 @@ def test_sigkill_midway_then_rerun_matches(reference_run, mixed, bundle, tmp_pat
     assert proc.poll() is None, "run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 1, rerun.stderr
     assert _probabilities(killed) == _probabilities(out)
     leftovers = [p for p in killed.rglob("*") if p.name.startswith(".tmp") or p.suffix == ".tmp"]
