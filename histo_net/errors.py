@@ -38,6 +38,18 @@ class NoTissueError(HistoNetError):
     kind = "no_tissue"
 
 
+class TilesFileError(HistoNetError):
+    """A tile-coordinates h5 is missing, unreadable or inconsistent."""
+
+    kind = "tiles_file"
+
+
+class FeaturesFileError(HistoNetError):
+    """A features h5 is missing, unreadable or inconsistent."""
+
+    kind = "features_file"
+
+
 class ConfigError(HistoNetError):
     """Invalid configuration, manifest or command-line usage."""
 
@@ -48,3 +60,9 @@ class ModelBundleError(HistoNetError):
     """A model bundle or checkpoint is missing, corrupt, unsafe or incompatible."""
 
     kind = "model_bundle"
+
+
+class NonFiniteLossError(HistoNetError, FloatingPointError):
+    """The training loss became NaN or infinite (learning rate too high, bad input, overflow)."""
+
+    kind = "non_finite_loss"

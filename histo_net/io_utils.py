@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from histo_net.errors import ConfigError
 
@@ -95,10 +99,27 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
 
 def h5_attr_value(value: object) -> object:
     """An h5py attribute as a plain Python value (bytes decoded, numpy scalars unwrapped)."""
-    import numpy as np
-
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively convert to plain JSON types: numpy -> python, NaN/inf -> None, Path -> str."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)

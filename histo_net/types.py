@@ -16,6 +16,12 @@ Microns: TypeAlias = float
 MicronsPerPixel: TypeAlias = float
 """Physical pixel size in um/px (e.g. 0.25 at 40x, 0.5 at 20x)."""
 
+MPP_MIN: MicronsPerPixel = 0.05
+"""Smallest plausible slide or target pixel size, um/px (anything finer is a metadata error)."""
+
+MPP_MAX: MicronsPerPixel = 20.0
+"""Largest plausible slide or target pixel size, um/px."""
+
 Level0Px: TypeAlias = int
 """A length or position in level-0 (full resolution) pixels."""
 

@@ -29,7 +29,7 @@ import torch
 
 from histo_net.device import autocast, select_device
 from histo_net.models.untrained import save_untrained_bundle
-from histo_net.predict.decision import load_model
+from histo_net.predict.model import load_model
 from histo_net.predict.pipeline import PredictConfig
 from histo_net.predict.run import run_predict
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from histo_net.report.write import SlideReport
+    from histo_net.report.model import SlideReport
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DEFAULT_THUMBNAIL = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "he_tiles"
@@ -63,7 +63,7 @@ def example_report(thumbnail_path: Path, slide_name: str = "example <slide>.svs"
     import numpy as np
     from PIL import Image
 
-    from histo_net.report.write import GalleryTile, SlideReport
+    from histo_net.report.model import GalleryTile, SlideReport
 
     rgb = np.asarray(Image.open(thumbnail_path).convert("RGB"))
     level0 = rgb  # treat the image as level 0 at 0.5 um/px

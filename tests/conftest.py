@@ -42,3 +42,13 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_cohort")
     return generate_cohort(out, n_slides=8, seed=1, preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_heldout_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """manifest.csv of a second tiny cohort (8 slides, seed 2): held out from models trained on
+    ``tiny_cohort``, so accuracy checks never score a model on its own training slides."""
+    from histo_net.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("tiny_heldout_cohort")
+    return generate_cohort(out, n_slides=8, seed=2, preset="tiny")

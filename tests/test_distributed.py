@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from histo_net import distributed as dist
+from histo_net.errors import ConfigError
 
 
 def test_single_process_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,18 +17,22 @@ def test_single_process_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (dist.get_rank(), dist.get_world_size(), dist.is_main_process()) == (0, 1, True)
     dist.barrier()
     assert dist.broadcast_object({"a": 1}) == {"a": 1}
+    assert dist.sum_across_ranks([1.0, 2.5], torch.device("cpu")) == [1.0, 2.5]
+    assert dist.broadcast_flag(True, torch.device("cpu")) is True
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])
-def test_shard_list_partitions(world: int) -> None:
+def test_select_shard_partitions(world: int) -> None:
     items = list(range(11))
-    shards = [dist.shard_list(items, r, world) for r in range(world)]
+    shards = [dist.select_shard(items, r, world, key=str) for r in range(world)]
     assert sorted(x for s in shards for x in s) == items
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    with pytest.raises(ValueError):
-        dist.shard_list(items, world, world)
+    with pytest.raises(ConfigError):
+        dist.select_shard(items, world, world, key=str)
+    assert dist.select_shard(list(reversed(items)), 0, world, key=str) == shards[0]  # order-free
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tiny_cohort, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """torchrun --nproc-per-node 2: DDP stage 1 (gloo), sharded stage 2, rank-0 bundle."""
     import csv
@@ -36,7 +41,7 @@ def test_torchrun_two_cpu_processes(tiny_cohort, tmp_path) -> None:  # type: ign
     import subprocess
     import sys
 
-    from histo_net.features.embed import read_features_attrs
+    from histo_net.features.store import read_features_attrs
     from histo_net.models.bundle import load_bundle
     from tests.train.test_e2e import FAST_SETTINGS
 

@@ -1,1 +1,1 @@
-"""batch"""
+"""The resumable, sharded, failure-isolating many-slide runner and its state files."""

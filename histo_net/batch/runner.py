@@ -1,102 +1,67 @@
-"""Many slides: per-slide state files, resume, failure isolation, sharding, run summaries.
+"""Many slides: per-slide state files, resume, failure isolation, run summaries.
 
 Layout of an output folder ``DIR``::
 
     DIR/.state/<slide_id>.json   one atomic state file per slide (source of truth)
     DIR/<slide_id>/              finished outputs, renamed in from DIR/.tmp-<slide_id>-<pid>@<host>/
     DIR/manifest.jsonl           final state of every slide    } rebuilt from .state/ after every
-    DIR/predictions.csv          one row per slide             } run, so shards combine into one
+    DIR/<stage run files>        e.g. predictions.csv          } run, so shards combine into one
 
-A slide's state is written "running" before work starts and "done" only after its
-folder has been renamed into place, so a killed run is never counted as done.
-Concurrent shards touch disjoint slides; the run files are rebuilt under a file lock.
+A slide's state is written "running" before work starts and "done" only after its outputs
+are in place, so a killed run is never counted as done. Concurrent shards touch disjoint
+slides; the run files are rebuilt under a file lock. Used by ``predict`` and ``tile``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol
 
-from histo_net.batch.state import (  # noqa: F401 - re-exported for callers
+from histo_net.batch.state import (
+    DONE,
+    FAILED,
+    RUNNING,
     STATE_DIR,
     TMP_PREFIX,
+    RunFiles,
+    SlideState,
     canonical,
     clean_stale,
     host_name,
-    input_sha256,
     install_dir,
-    load_hash_cache,
     now_iso,
     read_state,
-    read_states,
     rebuild_run_files,
     work_dir,
     write_state,
 )
 from histo_net.errors import ConfigError, HistoNetError
-from histo_net.io_utils import safe_child, sanitize_slide_id
-from histo_net.report.write import json_safe
+from histo_net.io_utils import json_safe, safe_child, sanitize_slide_id
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MAX_ERROR_CHARS = 500
 
 
-# --------------------------------------------------------------------------- sharding
+class Summary(Protocol):
+    """What a stage's per-slide function returns: a typed record with a JSON form."""
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``ConfigError`` otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not match:
-        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/4")
-    index, count = int(match.group(1)), int(match.group(2))
-    if count < 1 or index >= count:
-        raise ConfigError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
-    return index, count
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict stored in the slide's state file."""
+        ...
 
-
-def shard_from_env(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` under torchrun (WORLD_SIZE > 1), else None."""
-    env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-    except ValueError:
-        raise ConfigError("RANK/WORLD_SIZE: not integers") from None
-    if world <= 1:
-        return None
-    if not 0 <= rank < world:
-        raise ConfigError(f"RANK={rank}: outside WORLD_SIZE={world}")
-    return rank, world
-
-
-def select_shard(items: Sequence[T], index: int, count: int, key: Callable[[T], str]) -> list[T]:
-    """Items of shard ``index`` of ``count``: sorted by ``key``, every ``count``-th from ``index``.
-
-    Independent of input order; the shards are disjoint and their union is ``items``.
-    """
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard {index}/{count}: need count >= 1 and 0 <= index < count")
-    ordered = sorted(items, key=key)
-    return [item for i, item in enumerate(ordered) if i % count == index]
-
-
-# --------------------------------------------------------------------------- state files
 
 @dataclass
 class SlideTask:
     """One slide to process; ``input_key`` is what must match for a resume to skip it
-    (e.g. input_sha256, bundle_sha256, a settings hash); it must be JSON-serialisable."""
+    (e.g. input sha256, bundle sha256, a settings hash); it must be JSON-serialisable."""
 
     slide_id: str
     path: Path
@@ -117,17 +82,35 @@ class BatchSummary:
         return 1 if self.failed else 0
 
 
-def is_done(out_dir: Path, task: SlideTask) -> bool:
-    """True when ``task`` finished before with the same ``input_key`` and its report exists."""
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where a stage's finished outputs live and which file proves a slide is done.
+
+    ``install=True``: the stage writes into a fresh work folder that is renamed to
+    ``DIR/<slide_id>`` (``done_file`` relative to it). ``install=False``: the stage writes
+    its files atomically itself; ``done_file`` is relative to ``DIR`` and may contain
+    ``{slide_id}``.
+    """
+
+    done_file: str = "report.json"
+    install: bool = True
+
+    def done_path(self, out_dir: Path, slide_id: str) -> Path:
+        """The file whose presence (with a done state) means ``slide_id`` is finished."""
+        if self.install:
+            return safe_child(out_dir, slide_id, self.done_file)
+        return safe_child(out_dir, self.done_file.format(slide_id=slide_id))
+
+
+def is_done(out_dir: Path, task: SlideTask, layout: OutputLayout = OutputLayout()) -> bool:
+    """True when ``task`` finished before with the same ``input_key`` and its output exists."""
     state = read_state(out_dir, task.slide_id)
-    if not state or state.get("status") != "done":
+    if state is None or state.status != DONE:
         return False
-    if canonical(state.get("input_key") or {}) != canonical(task.input_key):
+    if canonical(state.input_key) != canonical(task.input_key):
         return False
-    return safe_child(out_dir, task.slide_id, "report.json").is_file()
+    return layout.done_path(out_dir, task.slide_id).is_file()
 
-
-# --------------------------------------------------------------------------- errors
 
 def one_line_error(exc: BaseException, path: Path) -> tuple[str, str]:
     """``(error_type, message)``: ``HistoNetError.kind`` or the class name; one line naming the file."""
@@ -141,8 +124,6 @@ def one_line_error(exc: BaseException, path: Path) -> tuple[str, str]:
         text = text[:MAX_ERROR_CHARS - 3] + "..."
     return error_type, text
 
-
-# --------------------------------------------------------------------------- run
 
 def _input_stat(path: Path) -> dict:
     try:
@@ -163,66 +144,74 @@ def _check_tasks(tasks: Sequence[SlideTask]) -> None:
         seen[task.slide_id] = task.path
 
 
-def _run_one(task: SlideTask, process: Callable[[SlideTask, Path], dict], out_dir: Path) -> dict:
-    """Process one slide in a fresh temp folder; returns its final state (done or failed)."""
+Process = Callable[[SlideTask, Path], Summary]
+
+
+def _run_one(task: SlideTask, process: Process, out_dir: Path, layout: OutputLayout) -> SlideState:
+    """Process one slide (in a fresh work folder when installing); returns its final state."""
     started = time.monotonic()
-    base = {"slide_id": task.slide_id, "path": str(task.path), "label": task.label,
-            "input_key": canonical(task.input_key), "input_stat": _input_stat(task.path),
-            "started_at": now_iso(), "host": host_name(), "pid": os.getpid()}
-    write_state(out_dir, {**base, "status": "running"})
+    state = SlideState(slide_id=task.slide_id, path=str(task.path), status=RUNNING, label=task.label,
+                       input_key=canonical(task.input_key), input_stat=_input_stat(task.path),
+                       started_at=now_iso(), host=host_name(), pid=os.getpid())
+    write_state(out_dir, state)
     tmp_dir = work_dir(out_dir, TMP_PREFIX, task.slide_id)
     try:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         summary = process(task, tmp_dir)
-        summary = json_safe(dict(summary or {}))
-        install_dir(out_dir, tmp_dir, task.slide_id)
-        state = {**base, "status": "done", "summary": summary, "error_type": None, "error": None}
+        state.summary = json_safe(summary.to_json())
+        if layout.install:
+            install_dir(out_dir, tmp_dir, task.slide_id)
+        state.status = DONE
     except Exception as exc:
-        error_type, message = one_line_error(exc, task.path)
+        state.error_type, state.error = one_line_error(exc, task.path)
         logger.debug("slide %s failed", task.slide_id, exc_info=True)
-        state = {**base, "status": "failed", "summary": {}, "error_type": error_type, "error": message}
+        state.status, state.summary = FAILED, {}
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    state.update(finished_at=now_iso(), seconds=round(time.monotonic() - started, 3))
+    state.finished_at, state.seconds = now_iso(), round(time.monotonic() - started, 3)
     write_state(out_dir, state)
     return state
 
 
-def run_batch(tasks: Sequence[SlideTask], process: Callable[[SlideTask, Path], dict], *,
-              out_dir: Path, overwrite: bool = False, progress: bool = True,
-              class_names: Sequence[str] | None = None) -> BatchSummary:
+def failure_line(command: str, slide_id: str, error_type: str, message: str) -> str:
+    """The one failure-line format of every batch command."""
+    return f"histo-net {command}: {slide_id}: failed [{error_type}] {message}"
+
+
+def run_batch(tasks: Sequence[SlideTask], process: Process, *, out_dir: Path,
+              overwrite: bool = False, progress: bool = True, run_files: RunFiles | None = None,
+              layout: OutputLayout = OutputLayout(), command: str = "predict") -> BatchSummary:
     """Process every task, isolating failures; resumable and safe for concurrent shards.
 
-    A task is skipped when already done with an identical ``input_key`` and its
-    ``report.json`` exists (unless ``overwrite``). Otherwise ``process(task, tmp_dir)``
-    writes the slide's outputs into a fresh temp folder and returns summary fields
-    (predicted_class, probabilities, indeterminate, tile_count, ...); the folder is then
-    renamed to ``DIR/<slide_id>`` and the state marked done. An exception marks the slide
-    failed (one stderr line) and the batch goes on. The run files are rebuilt at the end.
+    A task is skipped when already done with an identical ``input_key`` and its done file
+    exists (unless ``overwrite``). Otherwise ``process(task, work_dir)`` produces the slide's
+    outputs and returns a :class:`Summary`; an exception marks the slide failed (one stderr
+    line) and the batch goes on. ``manifest.jsonl`` and ``run_files`` are rebuilt at the end.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # deferred: keeps importing the runner cheap
 
     out_dir = Path(out_dir)
     _check_tasks(tasks)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)
     summary = BatchSummary()
-    bar = tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), desc="slides", unit="slide", file=sys.stderr, dynamic_ncols=True,
+               disable=None if progress else True)  # None: no bar when stderr is not a terminal
     try:
         for task in tasks:
             bar.set_postfix_str(task.slide_id[:40], refresh=False)
-            if not overwrite and is_done(out_dir, task):
+            if not overwrite and is_done(out_dir, task, layout):
                 summary.skipped.append(task.slide_id)
             else:
-                state = _run_one(task, process, out_dir)
-                if state["status"] == "done":
+                state = _run_one(task, process, out_dir, layout)
+                if state.status == DONE:
                     summary.done.append(task.slide_id)
                 else:
-                    summary.failed.append((task.slide_id, state["error_type"], state["error"]))
-                    line = f"histo-net: {task.slide_id}: failed [{state['error_type']}] {state['error']}"
+                    failed = (task.slide_id, str(state.error_type), str(state.error))
+                    summary.failed.append(failed)
+                    line = failure_line(command, *failed)
                     if progress:
                         tqdm.write(line, file=sys.stderr)
                     else:
@@ -230,7 +219,7 @@ def run_batch(tasks: Sequence[SlideTask], process: Callable[[SlideTask, Path], d
             bar.update(1)
     finally:
         bar.close()
-        rebuild_run_files(out_dir, class_names)
+        rebuild_run_files(out_dir, run_files)
     logger.info("batch: %d done, %d skipped, %d failed", len(summary.done), len(summary.skipped),
                 len(summary.failed))
     return summary

@@ -8,9 +8,7 @@ concurrent shards combine into one set of run files. See :mod:`histo_net.batch.r
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
-import io
 import json
 import logging
 import os
@@ -18,18 +16,19 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from histo_net.io_utils import (
     atomic_write_text,
+    json_safe,
     safe_child,
     sanitize_slide_id,
     sha256_file,
     temp_file_owner,
 )
-from histo_net.report.write import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +38,46 @@ OLD_PREFIX = ".old-"
 _WORK_DIR_RE = re.compile(r"^\.(?:tmp|old)-.+-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]+)$")
 #: atomic_path temp files older than this are leftovers of a killed writer
 STALE_TEMP_FILE_S = 600.0
+
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+@dataclass
+class SlideState:
+    """One slide's record in ``DIR/.state/<slide_id>.json``.
+
+    ``input_key`` is what must match for a rerun to skip the slide; ``summary`` is the JSON
+    form of the stage's typed summary (e.g. :class:`histo_net.predict.summary.SlideSummary`).
+    """
+
+    slide_id: str
+    path: str
+    status: str  # RUNNING | DONE | FAILED
+    label: str | None = None
+    input_key: dict[str, Any] = field(default_factory=dict)
+    input_stat: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN-free)."""
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SlideState:
+        """Inverse of :meth:`to_json`; unknown keys of other versions are ignored."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+#: a stage's extra run files: all states -> {file name in DIR: text}
+RunFiles = Callable[[list[SlideState]], dict[str, str]]
 
 # --------------------------------------------------------------------------- hashing
 
@@ -65,8 +104,8 @@ def load_hash_cache(out_dir: Path) -> dict:
     """A hash cache for :func:`input_sha256` from the state files of a previous run."""
     cache: dict = {}
     for state in read_states(out_dir):
-        stat = state.get("input_stat") or {}
-        digest = (state.get("input_key") or {}).get("input_sha256")
+        stat = state.input_stat
+        digest = state.input_key.get("input_sha256")
         if digest and stat.get("path") and "size" in stat and "mtime_ns" in stat:
             cache[stat["path"]] = {"size": stat["size"], "mtime_ns": stat["mtime_ns"], "sha256": digest}
     return cache
@@ -86,33 +125,36 @@ def state_path(out_dir: Path, slide_id: str) -> Path:
     return safe_child(out_dir, STATE_DIR, f"{slide_id}.json")
 
 
-def read_state(out_dir: Path, slide_id: str) -> dict | None:
-    """A slide's state, or None when absent or unreadable."""
+def _load_state(path: Path) -> SlideState | None:
     try:
-        return json.loads(state_path(out_dir, slide_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return SlideState.from_json(data) if isinstance(data, dict) and data.get("slide_id") else None
+    except (OSError, ValueError, TypeError):
         return None
 
 
-def read_states(out_dir: Path) -> list[dict]:
+def read_state(out_dir: Path, slide_id: str) -> SlideState | None:
+    """A slide's state, or None when absent or unreadable."""
+    return _load_state(state_path(out_dir, slide_id))
+
+
+def read_states(out_dir: Path) -> list[SlideState]:
     """All readable state files, sorted by slide id."""
     folder = Path(out_dir) / STATE_DIR
     states = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        state = _load_state(path)
+        if state is None:
             logger.warning("%s: unreadable state file, ignored", path)
             continue
-        if isinstance(state, dict) and state.get("slide_id"):
-            states.append(state)
-    return sorted(states, key=lambda s: str(s["slide_id"]))
+        states.append(state)
+    return sorted(states, key=lambda s: s.slide_id)
 
 
-def write_state(out_dir: Path, state: dict) -> None:
+def write_state(out_dir: Path, state: SlideState) -> None:
     """Atomically write a slide's state (JSON, NaN-free)."""
-    atomic_write_text(state_path(out_dir, state["slide_id"]),
-                      json.dumps(json_safe(state), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(state_path(out_dir, state.slide_id),
+                      json.dumps(state.to_json(), indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------- work folders
@@ -208,61 +250,24 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _class_names_from(states: list[dict]) -> list[str]:
-    names: list[str] = []
-    for state in states:
-        for name in (state.get("summary") or {}).get("probabilities") or {}:
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def _fmt_prob(value: Any) -> str:
-    return "" if value is None else f"{float(value):.6f}"
-
-
-def manifest_record(state: dict) -> dict:
+def manifest_record(state: SlideState) -> dict[str, Any]:
     """One manifest.jsonl line for a state."""
-    key = state.get("input_key") or {}
-    summ = state.get("summary") or {}
     return {
-        "slide_id": state["slide_id"], "path": state.get("path"), "status": state.get("status"),
-        "label": state.get("label"), "error_type": state.get("error_type"), "error": state.get("error"),
-        "input_sha256": key.get("input_sha256") or summ.get("input_sha256"),
-        "bundle_sha256": key.get("bundle_sha256") or summ.get("bundle_sha256"),
-        "finished_at": state.get("finished_at"), "seconds": state.get("seconds"),
+        "slide_id": state.slide_id, "path": state.path, "status": state.status,
+        "label": state.label, "error_type": state.error_type, "error": state.error,
+        "input_sha256": state.input_key.get("input_sha256") or state.summary.get("input_sha256"),
+        "bundle_sha256": state.input_key.get("bundle_sha256") or state.summary.get("bundle_sha256"),
+        "finished_at": state.finished_at, "seconds": state.seconds,
     }
 
 
-def predictions_csv_text(states: list[dict], class_names: Sequence[str]) -> str:
-    """predictions.csv text: slide_id, path, status, label, predicted_class, prob_<class>...,
-    indeterminate, tile_count, error (one row per state, in the given order)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["slide_id", "path", "status", "label", "predicted_class",
-                     *[f"prob_{c}" for c in class_names], "indeterminate", "tile_count", "error"])
-    for state in states:
-        summ = state.get("summary") or {}
-        probs = summ.get("probabilities") or {}
-        indeterminate = summ.get("indeterminate")
-        writer.writerow([
-            state["slide_id"], state.get("path", ""), state.get("status", ""), state.get("label") or "",
-            summ.get("predicted_class") or "", *[_fmt_prob(probs.get(c)) for c in class_names],
-            "" if indeterminate is None else str(bool(indeterminate)).lower(),
-            "" if summ.get("tile_count") is None else int(summ["tile_count"]),
-            state.get("error") or "",
-        ])
-    return buffer.getvalue()
-
-
-def rebuild_run_files(out_dir: Path, class_names: Sequence[str] | None = None) -> None:
-    """Rewrite DIR/manifest.jsonl and DIR/predictions.csv from every state file (atomically,
+def rebuild_run_files(out_dir: Path, run_files: RunFiles | None = None) -> None:
+    """Rewrite DIR/manifest.jsonl and the stage's run files from every state file (atomically,
     under a lock, so the last shard to finish leaves the complete files)."""
     out_dir = Path(out_dir)
     with _locked(out_dir):
         states = read_states(out_dir)
-        names = list(class_names) if class_names is not None else _class_names_from(states)
-        manifest = "".join(json.dumps(json_safe(manifest_record(s)), sort_keys=False) + "\n"
-                           for s in states)
+        manifest = "".join(json.dumps(json_safe(manifest_record(s))) + "\n" for s in states)
         atomic_write_text(safe_child(out_dir, "manifest.jsonl"), manifest)
-        atomic_write_text(safe_child(out_dir, "predictions.csv"), predictions_csv_text(states, names))
+        for name, text in (run_files(states) if run_files is not None else {}).items():
+            atomic_write_text(safe_child(out_dir, name), text)

@@ -9,26 +9,24 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
+def _positive(text: str, cast: type[int | float], kind: str) -> float:
     try:
-        value = float(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+    if not value > 0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite-or-inf float > 0 (NaN refused)."""
+    return float(_positive(text, float, "a number"))
 
 
 def positive_int(text: str) -> int:
     """argparse type: an int > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
+    return int(_positive(text, int, "an integer"))
 
 
 def add_slide_inputs(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +41,26 @@ def add_slide_inputs(parser: argparse.ArgumentParser) -> None:
                         help="redo slides whose outputs already exist with the same settings")
 
 
-def add_config_options(parser: argparse.ArgumentParser, default_help: str) -> None:
-    """--config YAML and repeatable --set key=value overrides."""
+def add_config_options(parser: argparse.ArgumentParser, default_help: str,
+                       example: str | None = None) -> None:
+    """--config YAML and repeatable --set key=value overrides (``example``: a valid key=value)."""
     parser.add_argument("--config", default=None, help=f"YAML config ({default_help})")
+    hint = f"e.g. --set {example}" if example else "dotted keys of the config"
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set tile_size_px=256 (repeatable)")
+                        help=f"override one config key, {hint} (repeatable)")
+
+
+def add_shard_option(parser: argparse.ArgumentParser) -> None:
+    """--shard I/N (torchrun ranks and SLURM array tasks split slides the same way)."""
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="process only shard I of N (deterministic by slide id); under torchrun "
+                        "ranks split the slides automatically")
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """--no-progress (progress bars on by default)."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars")
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:

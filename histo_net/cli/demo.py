@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import os
+import time
+from pathlib import Path
 
 from histo_net.cli.common import positive_int
+from histo_net.io_utils import atomic_write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +22,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
 
 
+def held_out_manifest(cohort_manifest: Path, split_of: dict[str, str], out_path: Path) -> int:
+    """Write the cohort manifest rows of test-split slides to ``out_path``; returns the count."""
+    with open(cohort_manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = [row for row in reader if split_of.get(row["slide_id"]) == "test"]
+    base = cohort_manifest.parent
+    for row in rows:  # absolute paths, so the new manifest can live elsewhere
+        for key in ("path", "annotations", "mask"):
+            if row.get(key):
+                row[key] = str((base / row[key]).resolve())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_path, buffer.getvalue())
+    return len(rows)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the four demo steps; exit 0 when every held-out slide got a report."""
-    from pathlib import Path
+    """Synthesise, train (demo preset), predict the held-out slides and print where the report is."""
+    # deferred imports: torch and the whole pipeline load only when the demo runs (fast --help)
+    from histo_net.config import build_config
+    from histo_net.predict.pipeline import PredictConfig
+    from histo_net.predict.run import run_predict
+    from histo_net.synth import generate_cohort
+    from histo_net.train.config import TrainConfig
+    from histo_net.train.presets import preset_overrides
+    from histo_net.train.run import run_training
+    from histo_net.train.splits import read_splits_csv
 
-    from histo_net.cli.demo_run import run_demo
-
-    return run_demo(Path(args.out), n_slides=args.slides, seed=args.seed, device=args.device,
-                    workers=args.workers)
+    out_dir, seed = Path(args.out), int(args.seed)
+    t0 = time.perf_counter()
+    print(f"[1/4] synthesising {args.slides} slides (preset small, seed {seed}) ...", flush=True)
+    manifest = generate_cohort(out_dir / "cohort", n_slides=args.slides, seed=seed, preset="small",
+                               workers=min(2, os.cpu_count() or 1))
+    print(f"      {manifest}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print("[2/4] training tile CNN + attention MIL (demo preset) ...", flush=True)
+    data = preset_overrides("demo")
+    data["seed"] = seed
+    cfg = build_config(TrainConfig, data, source="demo preset")
+    bundle_path = run_training(manifest, out_dir / "run", cfg, device=args.device, workers=args.workers)
+    print(f"      {bundle_path}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print("[3/4] predicting held-out slides ...", flush=True)
+    held_out = out_dir / "held_out.csv"
+    n_test = held_out_manifest(manifest, read_splits_csv(out_dir / "run" / "splits.csv"), held_out)
+    summary = run_predict([held_out], model_path=bundle_path, out_dir=out_dir / "predictions",
+                          cfg=PredictConfig(), device_name=args.device)
+    print(f"[4/4] done in {time.perf_counter() - t0:.0f} s: {n_test} held-out slides", flush=True)
+    reports = sorted((out_dir / "predictions").glob("*/report.html"))
+    metrics = out_dir / "run" / "metrics.json"
+    if metrics.exists():
+        print(f"      training metrics: {metrics}")
+    if reports:
+        print(f"      open the report: {reports[0].resolve()}")
+    return summary.exit_code()

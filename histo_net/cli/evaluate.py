@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from histo_net.cli.common import EXIT_OK, add_device_options
+from histo_net.cli.common import EXIT_OK, add_device_options, add_progress_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,18 +15,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="output folder: metrics.json, report.md, roc.png, reliability.png")
     add_device_options(parser)
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the headline metrics."""
     from pathlib import Path
 
-    from histo_net.train.run import evaluate_bundle
+    from histo_net.train.run import evaluate_bundle  # deferred: torch, keeps --help fast
 
-    metrics = evaluate_bundle(Path(args.model), Path(args.manifest), Path(args.out),
-                              device=args.device, workers=args.workers)
+    result = evaluate_bundle(Path(args.model), Path(args.manifest), Path(args.out),
+                             device=args.device, workers=args.workers, progress=args.progress)
+    metrics = result.to_json(per_slide=False)
     keys = ("slide_auroc", "balanced_accuracy", "tile_auroc", "attention_localisation_auroc",
             "ece_before_scaling", "ece_after_scaling")
     summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
-    print(f"{metrics['n_slides']} slides: {summary}\nreport: {Path(args.out) / 'report.md'}")
+    print(f"{result.n_slides} slides: {summary}\nreport: {Path(args.out) / 'report.md'}")
     return EXIT_OK

@@ -13,6 +13,7 @@ import sys
 
 from histo_net import __version__
 from histo_net.cli.common import EXIT_FAILED, EXIT_USAGE
+from histo_net.errors import ConfigError, HistoNetError
 
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -59,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    from histo_net.errors import ConfigError, HistoNetError
-
     try:
         return int(args.run(args))
     except ConfigError as exc:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from histo_net.cli.common import add_config_options, add_device_options, add_slide_inputs
+from histo_net.cli.common import (
+    add_config_options,
+    add_device_options,
+    add_progress_option,
+    add_shard_option,
+    add_slide_inputs,
+    flag_overrides,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,24 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_slide_inputs(parser)
     parser.add_argument("--model", required=True, help="model bundle (model.pt) from histo-net train")
     add_device_options(parser)
-    add_config_options(parser, "default: configs/predict.yaml settings built in")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="process only shard I of N (deterministic by slide id); under torchrun "
-                        "ranks split the slides automatically")
+    add_config_options(parser, "default: configs/predict.yaml settings built in",
+                       example="gallery_top_k=12")
+    add_shard_option(parser)
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict every input slide; exit 0 when all succeed, 1 when some failed."""
     from pathlib import Path
 
-    from histo_net.cli.common import flag_overrides
     from histo_net.config import load_config
-    from histo_net.predict.pipeline import PredictConfig
+    from histo_net.predict.pipeline import PredictConfig  # deferred: torch, keeps --help fast
     from histo_net.predict.run import run_predict
 
     overrides = flag_overrides(args.overrides, batch_size=args.batch_size, workers=args.workers)
     cfg = load_config(PredictConfig, args.config, overrides)
     summary = run_predict(
         args.inputs, model_path=Path(args.model), out_dir=Path(args.out), cfg=cfg,
-        device_name=args.device, mpp_override=args.mpp, shard=args.shard, overwrite=args.overwrite)
+        device_name=args.device, mpp_override=args.mpp, shard=args.shard, overwrite=args.overwrite,
+        progress=args.progress)
     return summary.exit_code()

@@ -1,17 +1,12 @@
-"""The ONE tile-embedding loop (training stage 2 and prediction) and the features h5 file.
+"""The ONE tile-embedding pass (training stage 2, evaluation and prediction).
 
-One encoder forward per batch yields embeddings (``forward_features``), tile
-probabilities (``forward_head`` + softmax) and QC descriptors, on the same
-uint8 batch. Tiles are read in DataLoader workers, each with its own handle.
-
-File ``features/<slide_id>.h5`` (DESIGN.md section 3): ``features`` (N,D)
-float32, ``coords`` (N,2) int64 level-0, ``tile_probs`` (N,C) float32,
-``qc`` (N,K) float32; attributes ``encoder_name``, ``encoder_hash`` and extras.
+One encoder forward per batch yields embeddings (``forward_features``), tile probabilities
+(``forward_head`` + softmax) and QC descriptors, on the same uint8 batch. Tiles are read in
+DataLoader workers, each with its own slide handle.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +17,13 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from histo_net.errors import HistoNetError
-from histo_net.io_utils import atomic_path, h5_attr_value
+from histo_net.device import autocast
+from histo_net.features.qc import tile_qc_features
+from histo_net.features.tiles import TileDataset, default_workers
 from histo_net.types import Coords
 from histo_net.wsi.slide import ReadPlan
 
 logger = logging.getLogger(__name__)
-
-FEATURES_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -57,14 +51,10 @@ def embed_slide(
 ) -> SlideEmbedding:
     """Embed every tile at ``coords`` with ``encoder`` (a ``TileClassifier``-like module).
 
-    ``encoder`` must provide ``forward_features`` ((B,3,H,W) uint8 -> (B,D)) and
-    ``forward_head`` ((B,D) -> (B,C)); it is put in eval mode and channels_last.
-    ``workers`` None = ``min(4, cores)`` capped by the number of batches.
+    ``encoder`` provides ``forward_features`` ((B,3,H,W) uint8 -> (B,D)) and ``forward_head``
+    ((B,D) -> (B,C)); it is put in eval mode and channels_last. ``workers`` None =
+    ``min(4, cores)`` capped by the number of batches.
     """
-    from histo_net.device import autocast
-    from histo_net.features.qc import tile_qc_features
-    from histo_net.train.data import TileDataset, default_workers
-
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     n_batches = -(-len(coords) // batch_size)
     workers = default_workers(n_batches) if workers is None else max(0, int(workers))
@@ -75,7 +65,7 @@ def embed_slide(
     batches: Any = _loader(dataset, batch_size, workers, device)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # deferred: only when a bar is shown
 
         bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False)
     for tiles, _ in batches:
@@ -97,57 +87,3 @@ def embed_slide(
                               np.zeros((0, 0), np.float32))
     return SlideEmbedding(torch.cat(feats).numpy(), torch.cat(probs).numpy(),
                           torch.cat(qcs).numpy())
-
-
-def write_features_h5(path: Path, emb: SlideEmbedding, coords: Coords,
-                      attrs: dict[str, Any] | None = None) -> None:
-    """Atomically write ``features``, ``coords``, ``tile_probs``, ``qc`` and ``attrs`` to ``path``.
-
-    ``attrs`` should name the encoder (``encoder_name``, ``encoder_hash``); dict
-    or list values are stored as JSON strings.
-    """
-    import h5py
-
-    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-    if len(coords) != len(emb.features):
-        raise ValueError(f"{len(coords)} coords for {len(emb.features)} feature rows")
-    with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("features", data=np.asarray(emb.features, np.float32))
-        h5.create_dataset("coords", data=coords)
-        h5.create_dataset("tile_probs", data=np.asarray(emb.tile_probs, np.float32))
-        h5.create_dataset("qc", data=np.asarray(emb.qc, np.float32))
-        h5.attrs["format_version"] = FEATURES_FORMAT_VERSION
-        for key, value in (attrs or {}).items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-
-
-def read_features_attrs(path: Path) -> dict[str, Any]:
-    """Only the attributes of a features h5 (cheap cache check); {} when unreadable."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as h5:
-            return {key: h5_attr_value(val) for key, val in h5.attrs.items()}
-    except (OSError, KeyError, ValueError):
-        return {}
-
-
-def read_features_h5(path: Path) -> tuple[SlideEmbedding, Coords, dict[str, Any]]:
-    """``(embedding, coords (N,2) int64, attrs)``; ``HistoNetError`` when unreadable or inconsistent."""
-    import h5py
-
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as h5:
-            feats = np.asarray(h5["features"][()], dtype=np.float32)
-            coords = np.asarray(h5["coords"][()], dtype=np.int64)
-            n = len(feats)
-            probs = (np.asarray(h5["tile_probs"][()], dtype=np.float32) if "tile_probs" in h5
-                     else np.zeros((n, 0), np.float32))
-            qc = np.asarray(h5["qc"][()], dtype=np.float32) if "qc" in h5 else np.zeros((n, 0), np.float32)
-            attrs = {key: h5_attr_value(val) for key, val in h5.attrs.items()}
-    except (OSError, KeyError, ValueError) as exc:
-        raise HistoNetError(f"{path}: not a readable features file ({str(exc).splitlines()[0]})") from None
-    if feats.ndim != 2 or coords.shape != (len(feats), 2) or len(probs) != n or len(qc) != n:
-        raise HistoNetError(f"{path}: inconsistent shapes features {feats.shape}, coords {coords.shape}")
-    return SlideEmbedding(feats, probs, qc), coords, attrs

@@ -1,7 +1,8 @@
 """The model bundle (DESIGN.md section 3): one weights-only ``model.pt`` that rebuilds both models.
 
-The file is a plain dict of tensors / str / float / int / list / dict, so it loads
-with ``torch.load(weights_only=True)``; :func:`load_bundle` refuses anything else.
+The file is a plain dict of tensors / str / float / int / list / dict, so it loads with
+``torch.load(weights_only=True)``; :func:`load_bundle` refuses anything else. Normalisation
+has one source of truth: the encoder's ``mean``/``std`` buffers in ``encoder_state``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from histo_net import __version__
+from histo_net.config import TilingConfig
 from histo_net.errors import ModelBundleError
-from histo_net.io_utils import atomic_write_text
+from histo_net.features.qc import QCReference
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.tile_cnn import TileClassifier
 
 FORMAT_VERSION = 1
+#: constructor arguments that live in the state dict (buffers), never in ``encoder_kwargs``
+_STATE_KWARGS = ("mean", "std")
 
 
 @dataclass
@@ -36,9 +41,8 @@ class ModelBundle:
     positive_class: str
     target_mpp: float
     tile_size_px: int
-    normalization: dict[str, list[float]]  # {"mean": [3], "std": [3]} on the 0-255 scale
     encoder_name: str
-    encoder_kwargs: dict[str, Any]  # TileClassifier kwargs except weights_path
+    encoder_kwargs: dict[str, Any]  # TileClassifier kwargs except backbone, weights_path, mean, std
     encoder_state: dict[str, Tensor]
     mil_kwargs: dict[str, Any]
     mil_state: dict[str, Tensor]
@@ -47,33 +51,41 @@ class ModelBundle:
     indeterminate_band: tuple[float, float]
     training_config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    qc_reference: dict[str, Any] = field(default_factory=dict)
+    qc_reference: QCReference | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.encoder_kwargs = {k: v for k, v in self.encoder_kwargs.items()
+                               if k not in ("backbone", "weights_path", *_STATE_KWARGS)}
 
     @property
     def positive_index(self) -> int:
         """Index of ``positive_class`` in ``class_names``."""
         return self.class_names.index(self.positive_class)
 
-    def _encoder_ctor_kwargs(self) -> dict[str, Any]:
-        kwargs = {k: v for k, v in self.encoder_kwargs.items() if k != "weights_path"}
-        kwargs["backbone"] = self.encoder_name
-        kwargs.setdefault("num_classes", len(self.tile_class_names))
-        kwargs.setdefault("mean", list(self.normalization["mean"]))
-        kwargs.setdefault("std", list(self.normalization["std"]))
-        return kwargs
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        """``{"mean": [3], "std": [3]}`` on the 0-255 scale, read from the encoder's buffers."""
+        return {key: self.encoder_state[key].flatten().tolist() for key in _STATE_KWARGS}
+
+    def tiling_config(self, min_tissue_fraction: float | None = None) -> TilingConfig:
+        """The training tiling settings with the bundle's tile spec (size, target mpp) enforced."""
+        trained = dict(self.training_config.get("tiling") or {})
+        trained.update(target_mpp=float(self.target_mpp), tile_size_px=int(self.tile_size_px))
+        if min_tissue_fraction is not None:
+            trained["min_tissue_fraction"] = float(min_tissue_fraction)
+        return TilingConfig.model_validate(trained)
 
     def build_encoder(self, device: torch.device | None = None) -> TileClassifier:
         """The tile CNN with its trained weights, in eval mode, on ``device`` (default CPU)."""
-        model = TileClassifier(**self._encoder_ctor_kwargs())
+        kwargs = {"num_classes": len(self.tile_class_names), **self.encoder_kwargs}
+        model = TileClassifier(backbone=self.encoder_name, **kwargs)
         try:
             model.load_state_dict(self.encoder_state, strict=True)
         except RuntimeError as exc:
-            raise ModelBundleError(
-                f"bundle encoder state does not fit {self.encoder_name} "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
+            raise ModelBundleError(f"bundle encoder state does not fit {self.encoder_name} "
+                                   f"({str(exc).splitlines()[0]})") from None
         return model.to(device or torch.device("cpu")).eval()
 
     def build_mil(self, device: torch.device | None = None) -> GatedAttentionMIL:
@@ -83,16 +95,13 @@ class ModelBundle:
             model.load_state_dict(self.mil_state, strict=True)
         except RuntimeError as exc:
             raise ModelBundleError(
-                f"bundle MIL state does not fit its kwargs ({str(exc).splitlines()[0]})"
-            ) from None
+                f"bundle MIL state does not fit its kwargs ({str(exc).splitlines()[0]})") from None
         return model.to(device or torch.device("cpu")).eval()
 
     def encoder_hash(self) -> str:
-        """sha256 keying the feature cache: :func:`encoder_hash` of name, stored kwargs and state."""
-        kwargs = {k: v for k, v in self.encoder_kwargs.items() if k != "weights_path"}
-        return encoder_hash(
-            self.encoder_name, {"backbone": self.encoder_name, **kwargs}, self.encoder_state
-        )
+        """sha256 keying the feature cache: :func:`encoder_hash` of name, kwargs and state."""
+        return encoder_hash(self.encoder_name, {"backbone": self.encoder_name, **self.encoder_kwargs},
+                            self.encoder_state)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain-dict file payload (tensors on CPU, tuples as lists)."""
@@ -100,17 +109,20 @@ class ModelBundle:
         payload["encoder_state"] = {k: v.detach().cpu() for k, v in self.encoder_state.items()}
         payload["mil_state"] = {k: v.detach().cpu() for k, v in self.mil_state.items()}
         payload["indeterminate_band"] = [float(x) for x in self.indeterminate_band]
+        payload["qc_reference"] = self.qc_reference.to_dict() if self.qc_reference else {}
         return payload
 
 
 def encoder_hash(encoder_name: str, ctor_kwargs: dict[str, Any], state: dict[str, Tensor]) -> str:
     """sha256 over the encoder name, constructor kwargs (JSON, sorted keys) and state bytes.
 
-    Normalisation constants are buffers in ``state``, so they are covered too.
+    Normalisation constants are buffers in ``state``, so they are covered too; kwargs that
+    duplicate buffers (mean, std) are left out so both ways of building hash the same.
     """
+    kwargs = {k: v for k, v in ctor_kwargs.items() if k not in ("weights_path", *_STATE_KWARGS)}
     digest = hashlib.sha256()
     digest.update(encoder_name.encode())
-    digest.update(json.dumps(ctor_kwargs, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(key.encode())
@@ -121,7 +133,7 @@ def encoder_hash(encoder_name: str, ctor_kwargs: dict[str, Any], state: dict[str
     return digest.hexdigest()
 
 
-_REQUIRED = [f.name for f in dataclasses.fields(ModelBundle)]
+_FIELDS = [f.name for f in dataclasses.fields(ModelBundle)]
 
 
 def save_bundle(path: Path, bundle: ModelBundle) -> None:
@@ -136,101 +148,33 @@ def load_bundle(path: Path) -> ModelBundle:
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelBundleError(
-            f"{path}: unknown bundle format_version {version!r} (expected {FORMAT_VERSION})"
-        )
-    missing = [name for name in _REQUIRED if name not in data]
+            f"{path}: unknown bundle format_version {version!r} (expected {FORMAT_VERSION})")
+    optional = {"training_config", "metrics", "qc_reference", "versions", "format_version"}
+    missing = [name for name in _FIELDS if name not in data and name not in optional]
     if missing:
         raise ModelBundleError(f"{path}: bundle is missing keys: {', '.join(missing)}")
-    kwargs = {name: data[name] for name in _REQUIRED}
+    kwargs = {name: data[name] for name in _FIELDS if name in data}  # drops derived keys of old files
     band = kwargs["indeterminate_band"]
     kwargs["indeterminate_band"] = (float(band[0]), float(band[1]))
     for key in ("encoder_state", "mil_state"):
         if not isinstance(kwargs[key], dict) or not all(
-            isinstance(v, Tensor) for v in kwargs[key].values()
-        ):
+                isinstance(v, Tensor) for v in kwargs[key].values()):
             raise ModelBundleError(f"{path}: bundle key '{key}' is not a dict of tensors")
+    try:
+        kwargs["qc_reference"] = QCReference.from_dict(kwargs.get("qc_reference"))
+    except (KeyError, TypeError, ValueError):
+        raise ModelBundleError(f"{path}: bundle key 'qc_reference' is malformed") from None
     return ModelBundle(**kwargs)
 
 
 def library_versions() -> dict[str, str]:
     """Versions of python, torch, torchvision, numpy and histo-net (provenance)."""
-    import torchvision
-
-    from histo_net import __version__ as hn_version
+    import torchvision  # deferred: only needed when a bundle is written
 
     return {
-        "histo_net": str(hn_version),
+        "histo_net": str(__version__),
         "python": platform.python_version(),
         "torch": str(torch.__version__),  # TorchVersion is a str subclass; keep the file plain
         "torchvision": str(torchvision.__version__),
         "numpy": np.__version__,
     }
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
-        return "[" + ", ".join(_fmt(float(v)) for v in value) + "]"
-    return str(value)
-
-
-def _metrics_lines(metrics: dict[str, Any], prefix: str = "") -> list[str]:
-    lines: list[str] = []
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            lines.extend(_metrics_lines(value, f"{prefix}{key}."))
-        else:
-            lines.append(f"| {prefix}{key} | {_fmt(value)} |")
-    return lines
-
-
-def write_model_card(path: Path, bundle: ModelBundle) -> None:
-    """Write a human-readable markdown model card for ``bundle`` to ``path`` (atomic)."""
-    lo, hi = bundle.indeterminate_band
-    cfg = bundle.training_config
-    data_summary = cfg.get("data_summary", {}) if isinstance(cfg, dict) else {}
-    lines = [
-        "# histo-net model card",
-        "",
-        "## Intended use",
-        "Research use only. Not a medical device; not for diagnosis or patient management.",
-        "Classifies H&E whole-slide images into the classes below (neuroendocrine tumour vs other",
-        "small round cell tumour morphology) and highlights the tiles that drove the prediction.",
-        "",
-        "## Classes",
-        f"- slide classes: {', '.join(bundle.class_names)} (positive: `{bundle.positive_class}`)",
-        f"- tile classes: {', '.join(bundle.tile_class_names)}",
-        "",
-        "## Tile specification",
-        f"- tile size: {bundle.tile_size_px} px at {bundle.target_mpp} um/px",
-        (
-            f"- normalisation (0-255 scale): mean {_fmt(bundle.normalization.get('mean'))}, "
-            f"std {_fmt(bundle.normalization.get('std'))}"
-        ),
-        f"- encoder: {bundle.encoder_name} (hash {bundle.encoder_hash()[:16]})",
-        f"- slide model: gated attention MIL {bundle.mil_kwargs}",
-        "",
-        "## Training data",
-    ]
-    lines += [f"- {k}: {_fmt(v)}" for k, v in data_summary.items()] or [
-        "- see training_config in the bundle"
-    ]
-    lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-    lines += _metrics_lines(bundle.metrics) or ["| (none recorded) | |"]
-    lines += [
-        "",
-        "## Calibration and decision rule",
-        f"- temperature: {bundle.temperature:.4g}",
-        f"- decision threshold on P({bundle.positive_class}): {bundle.threshold:.4g}",
-        f"- indeterminate band: [{lo:.4g}, {hi:.4g}] (slides in it are reported as indeterminate)",
-        "",
-        "## Limitations",
-        "- Trained on a small (possibly synthetic) cohort; performance on real slides is unknown.",
-        "- Sensitive to stain, scanner and magnification shifts; QC flags unusual input.",
-        "- Attention heatmaps show what influenced the model, not a validated tumour segmentation.",
-        "",
-        "## Versions",
-    ]
-    lines += [f"- {k}: {v}" for k, v in bundle.versions.items()]
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")

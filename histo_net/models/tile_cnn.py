@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from histo_net.errors import ModelBundleError
+from histo_net.models.checkpoint import load_checkpoint
 from histo_net.models.registry import create_model
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ class TileClassifier(nn.Module):
         ``classifier.*``), which is ignored. ``ModelBundleError`` when unreadable
         or when backbone keys are missing.
         """
-        from histo_net.models.checkpoint import load_checkpoint
-
         state = load_checkpoint(path)
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):

@@ -16,10 +16,13 @@ from pydantic import Field
 
 from histo_net import __version__
 from histo_net.config import StrictModel, TilingConfig
+from histo_net.errors import NoTissueError
 from histo_net.features.embed import embed_slide
 from histo_net.features.qc import slide_qc_summary
-from histo_net.predict.decision import LoadedModel, predict_from_features
-from histo_net.report.write import GalleryTile, SlideReport, write_slide_report
+from histo_net.predict.model import LoadedModel, predict_from_features
+from histo_net.predict.summary import SlideSummary
+from histo_net.report.model import GalleryTile, SlideReport
+from histo_net.report.write import write_slide_report
 from histo_net.wsi.inputs import SlideSpec
 from histo_net.wsi.slide import Slide, open_slide
 from histo_net.wsi.tiling import TilingResult, tile_slide
@@ -40,12 +43,8 @@ class PredictConfig(StrictModel):
 
 
 def tiling_config_for(model: LoadedModel, cfg: PredictConfig) -> TilingConfig:
-    """The training tiling settings with the bundle's tile spec (size, target mpp)."""
-    trained = dict(model.bundle.training_config.get("tiling") or {})
-    trained.update(target_mpp=model.bundle.target_mpp, tile_size_px=model.bundle.tile_size_px)
-    if cfg.min_tissue_fraction is not None:
-        trained["min_tissue_fraction"] = cfg.min_tissue_fraction
-    return TilingConfig.model_validate(trained)
+    """The bundle's tiling settings (its tile spec enforced), with predict's overrides."""
+    return model.bundle.tiling_config(cfg.min_tissue_fraction)
 
 
 def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: np.ndarray,
@@ -60,14 +59,12 @@ def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: n
 
 
 def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig, *,
-                  input_sha256: str, workers: int | None = None, progress: bool = False) -> dict:
+                  input_sha256: str, progress: bool = False) -> SlideSummary:
     """Run the whole pipeline for ``spec`` and write its report files into ``slide_dir``.
 
-    Returns the summary fields for the batch record (predicted class, probabilities,
-    status, tile count). Raises typed ``HistoNetError`` subclasses for bad input.
+    Returns the slide's :class:`SlideSummary` for the batch record. Raises typed
+    ``HistoNetError`` subclasses for bad input.
     """
-    from histo_net.errors import NoTissueError
-
     bundle = model.bundle
     with open_slide(spec.path, mpp_override=spec.mpp) as slide:
         tiling = tile_slide(slide, tiling_config_for(model, cfg))
@@ -75,7 +72,7 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         if n_tiles < cfg.min_tiles:
             raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
         emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
-                          batch_size=cfg.batch_size, workers=workers if workers is not None else cfg.workers,
+                          batch_size=cfg.batch_size, workers=cfg.workers,
                           mpp_override=spec.mpp, progress=progress)
         decision = predict_from_features(model, emb.features)
         ranked = np.argsort(-decision.attention, kind="stable")
@@ -86,12 +83,14 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         bottom = _gallery(slide, tiling, ranked[::-1][:bottom_k], decision.attention, emb.tile_probs, names)
         mpp, mpp_source = slide.mpp, slide.mpp_source
 
-    qc = slide_qc_summary(emb.qc, bundle.qc_reference)
+    slide_qc = slide_qc_summary(emb.qc, bundle.qc_reference)
+    qc = {"blurred_fraction": slide_qc.blurred_fraction, "stain_distance": slide_qc.stain_distance,
+          "stain_in_range": slide_qc.stain_in_range, "warnings": list(slide_qc.warnings)}
     qc.update(tissue_area_mm2=float(tiling.tissue_area_mm2), tile_count=n_tiles, mpp=float(mpp),
               mpp_source=mpp_source, target_mpp=float(bundle.target_mpp),
               tile_size_px=int(bundle.tile_size_px), read_level=int(tiling.plan.level))
     provenance = {
-        "input_path": str(spec.path), "input_sha256": input_sha256,
+        "input_path": str(spec.path.resolve()), "input_sha256": input_sha256,
         "bundle_path": str(model.bundle_path), "bundle_sha256": model.bundle_sha256,
         "histo_net_version": __version__, "library_versions": dict(bundle.versions),
         "run_date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -109,8 +108,6 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         tissue_downsample=float(tiling.tissue_downsample), top_tiles=top, bottom_tiles=bottom,
         qc=qc, provenance=provenance, label=spec.label)
     write_slide_report(slide_dir, report)
-    return {
-        "predicted_class": decision.predicted_class, "status_detail": decision.status,
-        "indeterminate": decision.status != "ok", "probabilities": decision.probability_dict(),
-        "tile_count": n_tiles, "input_sha256": input_sha256, "bundle_sha256": model.bundle_sha256,
-    }
+    return SlideSummary(predicted_class=decision.predicted_class, status=decision.status,
+                        probabilities=decision.probability_dict(), tile_count=n_tiles,
+                        input_sha256=input_sha256, bundle_sha256=model.bundle_sha256)

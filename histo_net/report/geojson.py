@@ -7,12 +7,9 @@ QuPath (File > Import objects) reads a FeatureCollection whose features carry
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from histo_net.report.write import SlideReport
+from histo_net.report.model import SlideReport
 
 #: colours for tile classes, by conventional name first, then by position
 _NAMED_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jinja2
 import numpy as np
 
 from histo_net.report.heatmap import image_bytes
-
-if TYPE_CHECKING:
-    import jinja2
-
-    from histo_net.report.write import GalleryTile, SlideReport
+from histo_net.report.model import (
+    INDETERMINATE_TEXT,
+    RESEARCH_USE_ONLY,
+    GalleryTile,
+    SlideReport,
+    attention_title,
+)
 
 #: confirmatory work-up per predicted morphology (shown as context, never as a diagnosis)
 NET_CONTEXT: dict[str, Any] = {
@@ -138,8 +141,6 @@ def _gallery(tiles: list[GalleryTile], n_tiles: int, class_names: list[str]) -> 
 
 def _environment() -> jinja2.Environment:
     """Autoescaping jinja2 environment loading the packaged templates."""
-    import jinja2
-
     return jinja2.Environment(
         loader=jinja2.PackageLoader("histo_net.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -147,8 +148,6 @@ def _environment() -> jinja2.Environment:
 
 def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
     """The self-contained HTML report; ``images`` maps role -> PNG bytes (see render_images)."""
-    from histo_net.report.write import INDETERMINATE_TEXT, RESEARCH_USE_ONLY, attention_title
-
     probability = report.probabilities.get(report.predicted_class)
     prob_maps = [{"cls": role[len("prob_"):], "src": data_uri(data)}
                  for role, data in images.items() if role.startswith("prob_")]

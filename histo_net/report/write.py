@@ -1,122 +1,33 @@
-"""The pathologist's report for one slide: report.json, report.html, heatmaps, tiles.geojson.
+"""Write one slide's report: report.json, report.html, heatmap PNGs, tiles.geojson.
 
-Takes arrays and dataclasses (never models or slide files). Every file is written
-atomically inside the slide's output folder; nothing from slide metadata or file
-names is used to build a path. HTML rendering lives in :mod:`histo_net.report.html`,
-the QuPath export in :mod:`histo_net.report.geojson`.
+Takes a :class:`~histo_net.report.model.SlideReport` (never models or slide files). Every
+file is written atomically inside the slide's output folder; nothing from slide metadata or
+file names is used to build a path.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from histo_net.io_utils import atomic_write_bytes, atomic_write_text, safe_child, sanitize_slide_id
+from histo_net.io_utils import atomic_write_bytes, atomic_write_text, json_safe, safe_child
 from histo_net.report.geojson import build_geojson
 from histo_net.report.heatmap import image_bytes, overlay_png, scores_to_grid
+from histo_net.report.html import render_report_html
+from histo_net.report.model import (
+    INDETERMINATE_TEXT,
+    REPORT_SCHEMA_VERSION,
+    RESEARCH_USE_ONLY,
+    SlideReport,
+    attention_title,
+    heatmap_classes,
+    prob_file_name,
+)
 
 logger = logging.getLogger(__name__)
-
-REPORT_SCHEMA_VERSION = 1
-RESEARCH_USE_ONLY = "Research use only \u2014 not for diagnostic use."
-INDETERMINATE_TEXT = "Indeterminate \u2014 refer for immunohistochemistry"
-
-
-@dataclass
-class GalleryTile:
-    """One tile shown in the report gallery.
-
-    ``rgb`` (H, W, 3) uint8 at the model's tile mpp; ``coords_level0`` top-left (x, y);
-    ``attention`` its MIL weight (the slide's weights sum to 1); ``probs`` tile-class probabilities.
-    """
-
-    rgb: np.ndarray
-    coords_level0: tuple[int, int]
-    attention: float
-    probs: dict[str, float]
-
-
-@dataclass
-class SlideReport:
-    """Everything the report shows for one slide, from one prediction pass.
-
-    ``coords_level0`` (N, 2) int64; ``attention`` (N,) sums to 1; ``tile_probs``
-    (N, len(tile_class_names)); ``thumbnail`` (H, W, 3) uint8 at ``thumbnail_downsample``
-    level-0 px per px; ``tissue_mask`` (h, w) bool at ``tissue_downsample``.
-    ``slide_name`` is the original file name, for display only (always escaped).
-    """
-
-    slide_id: str
-    slide_name: str
-    predicted_class: str
-    status: str  # "ok" | "indeterminate"
-    probabilities: dict[str, float]
-    positive_class: str
-    threshold: float
-    indeterminate_band: tuple[float, float]
-    tile_class_names: list[str]
-    coords_level0: np.ndarray
-    patch_size_level0: int
-    attention: np.ndarray
-    tile_probs: np.ndarray
-    thumbnail: np.ndarray
-    thumbnail_downsample: float
-    tissue_mask: np.ndarray
-    tissue_downsample: float
-    top_tiles: list[GalleryTile] = field(default_factory=list)
-    bottom_tiles: list[GalleryTile] = field(default_factory=list)
-    qc: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    label: str | None = None
-
-    @property
-    def indeterminate(self) -> bool:
-        """True when the calibrated probability fell in the abstention band."""
-        return self.status != "ok"
-
-    @property
-    def tile_count(self) -> int:
-        """Number of tiles N."""
-        return len(self.coords_level0)
-
-
-def json_safe(value: Any) -> Any:
-    """Recursively convert to plain JSON types: numpy -> python, NaN/inf -> None, Path -> str."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def prob_file_name(class_name: str) -> str:
-    """File name of a class's probability heatmap, safe for any class name."""
-    return f"prob_{sanitize_slide_id(class_name)}.png"
-
-
-def heatmap_classes(report: SlideReport) -> list[str]:
-    """Slide classes that have a tile-probability column (all tile classes if none match)."""
-    shown = [c for c in report.probabilities if c in report.tile_class_names]
-    return shown or list(report.tile_class_names)
-
 
 HEATMAP_MAX_PX = 1024  # longest side of the thumbnail heatmaps are drawn on
 
@@ -140,12 +51,6 @@ def _grid(report: SlideReport, scores: np.ndarray, shape: tuple[int, int], downs
     return scores_to_grid(report.coords_level0, scores, patch_size_level0=report.patch_size_level0,
                           grid_shape=shape, grid_downsample=downsample,
                           tissue_mask=report.tissue_mask, tissue_downsample=report.tissue_downsample)
-
-
-def attention_title(report: SlideReport) -> str:
-    """Heatmap title naming what attention explains."""
-    target = "indeterminate" if report.indeterminate else report.predicted_class
-    return f"Attention: which tiles drove the slide prediction ({target})"
 
 
 def attention_color_range(grid: np.ndarray, min_span: float = 0.5) -> tuple[float, float]:
@@ -226,8 +131,6 @@ def write_slide_report(slide_dir: Path, report: SlideReport) -> dict[str, str]:
     Files: thumbnail.png, attention.png, prob_<class>.png, tiles.geojson, report.json,
     report.html (written last, so its presence means the rest exist).
     """
-    from histo_net.report.html import render_report_html
-
     slide_dir = Path(slide_dir)
     slide_dir.mkdir(parents=True, exist_ok=True)
     images = render_images(report)

@@ -1,8 +1,8 @@
-"""Shared state of one training run and small helpers (fingerprints, tile sources).
+"""Shared state of one training run and the stage fingerprints.
 
-RUN layout: config.yaml, version, splits.csv, tiles/<id>.h5, checkpoints/,
-logs/ (CSV + TensorBoard), features/<id>.h5, metrics.json, report.md, roc.png,
-reliability.png, model.pt, model_card.md.
+RUN layout: config.yaml, version, splits.csv, tiles/<id>.h5, checkpoints/, logs/ (CSV +
+TensorBoard), features/<id>.h5, metrics.json, report.md, roc.png, reliability.png,
+model.pt, model_card.md.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy.typing as npt
 import torch
 
 from histo_net.io_utils import safe_child
-from histo_net.train.annotations import NON_TUMOUR
+from histo_net.taxonomy import NON_TUMOUR
 from histo_net.train.config import TrainConfig
-from histo_net.train.manifest import TrainManifest, TrainSlide
-from histo_net.types import Coords
-from histo_net.wsi.slide import ReadPlan
+from histo_net.train.manifest import TrainManifest
+from histo_net.wsi.inputs import SlideSpec
+from histo_net.wsi.tiles_file import TilesFile
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,8 @@ logger = logging.getLogger(__name__)
 class SlideTiles:
     """Tiles of one slide with their labels (tile class indices) and tumour membership."""
 
-    slide: TrainSlide
-    coords: Coords                           # (N,2) int64 level-0
-    plan: ReadPlan
+    slide: SlideSpec
+    tiles: TilesFile
     labels: npt.NDArray[np.int64]            # (N,) tile class index
     in_tumour: npt.NDArray[np.bool_] | None  # (N,) centre inside a tumour polygon; None = no annotations
 
@@ -82,7 +81,7 @@ class RunContext:
         """A path inside RUN (checked not to escape it)."""
         return safe_child(self.out_dir, *parts)
 
-    def slides_in(self, split: str) -> list[TrainSlide]:
+    def slides_in(self, split: str) -> list[SlideSpec]:
         """Slides of one split, manifest order."""
         return [s for s in self.manifest.slides if self.split_by_slide[s.slide_id] == split]
 
@@ -99,14 +98,3 @@ def stage1_fingerprint(ctx: RunContext) -> str:
     return fingerprint(cfg.tiling.model_dump(mode="json"), cfg.tile_cnn.model_dump(mode="json"),
                        cfg.seed, ctx.tile_class_names, sorted(ctx.split_by_slide.items()),
                        [str(s.path) for s in ctx.manifest.slides])
-
-
-def plan_from_attrs(attrs: dict[str, Any]) -> ReadPlan:
-    """The ``ReadPlan`` recorded in a tiles h5's attributes."""
-    patch = int(attrs["patch_size_level0"])
-    read = int(attrs["read_size_px"])
-    ds = float(attrs.get("read_level_downsample", patch / max(read, 1)))
-    return ReadPlan(float(attrs["target_mpp"]), int(attrs["tile_size_px"]), int(attrs["read_level"]),
-                    ds, read, patch)
-
-

@@ -1,17 +1,15 @@
-"""Datasets: tiles read on the fly from slides, labelled multi-slide tile sets, MIL bags.
+"""Training tile sets: labelled tiles from many slides, augmentation wrapper, balanced sampling.
 
-Slide handles are opened lazily inside the process that reads (a DataLoader
-worker, or the main process with ``num_workers=0``), never pickled: the handle
-cache is dropped on pickling and rebuilt when the process id changes.
+Tiles are read on the fly through the per-process handle cache of
+:mod:`histo_net.features.tiles` (never a pickled slide handle).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,18 +20,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from histo_net.features.tiles import HandleCache, Transform, to_chw_tensor
 from histo_net.types import Coords, RGBImage
-from histo_net.wsi.slide import ReadPlan, Slide
+from histo_net.wsi.slide import ReadPlan
 
 logger = logging.getLogger(__name__)
-
-Transform = Callable[[RGBImage], Tensor]
-NO_LABEL = -1
-
-
-def to_chw_tensor(rgb: RGBImage) -> Tensor:
-    """(H,W,3) uint8 -> (3,H,W) uint8 contiguous tensor (no augmentation)."""
-    return torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1).contiguous()
 
 
 class AlbumentationsTransform:
@@ -53,9 +44,11 @@ class AlbumentationsTransform:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy, random and the dataset's augmentation per worker."""
-    import random
+    """DataLoader ``worker_init_fn``: seed numpy, random and the dataset's augmentation per worker.
 
+    Albumentations keeps its own RNG, which every worker would copy unchanged; torch makes
+    ``initial_seed()`` distinct per worker and epoch, so reseed everything from it.
+    """
     seed = torch.initial_seed() % (2**32)
     np.random.seed(seed)
     random.seed(seed)
@@ -63,79 +56,6 @@ def seed_worker(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if isinstance(transform, AlbumentationsTransform):
         transform.reseed(seed)
-
-
-def default_workers(n_items: int | None = None, cap: int = 4) -> int:
-    """``min(cap, cores)`` DataLoader workers, at most one per ``n_items`` batch when given."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(cap, cores)
-    return max(0, min(workers, n_items)) if n_items is not None else workers
-
-
-class _HandleCache:
-    """Per-process LRU of open slides; empty after unpickling or a fork."""
-
-    def __init__(self, max_open: int = 8) -> None:
-        self.max_open = max_open
-        self._pid = os.getpid()
-        self._open: OrderedDict[str, Slide] = OrderedDict()
-
-    def get(self, path: Path, mpp_override: float | None) -> Slide:
-        from histo_net.wsi.slide import open_slide
-
-        if self._pid != os.getpid():  # forked copy: never reuse the parent's handles
-            self._open = OrderedDict()
-            self._pid = os.getpid()
-        key = str(path)
-        slide = self._open.get(key)
-        if slide is None:
-            slide = open_slide(path, mpp_override=mpp_override, require_mpp=False)
-            self._open[key] = slide
-            while len(self._open) > self.max_open:
-                _, old = self._open.popitem(last=False)
-                old.close()
-        else:
-            self._open.move_to_end(key)
-        return slide
-
-    def close(self) -> None:
-        for slide in self._open.values():
-            slide.close()
-        self._open.clear()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_open"])  # type: ignore[misc]
-
-
-class TileDataset(Dataset):
-    """Tiles of ONE slide: item ``i`` -> ((3,H,W) uint8 tensor, int label or -1)."""
-
-    def __init__(self, slide_path: Path | str, coords: Coords, plan: ReadPlan,
-                 transform: Transform | None = None, mpp_override: float | None = None,
-                 labels: npt.NDArray[np.int64] | None = None) -> None:
-        self.slide_path = Path(slide_path)
-        self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        self.plan = plan
-        self.transform = transform
-        self.mpp_override = mpp_override
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        if self.labels is not None and len(self.labels) != len(self.coords):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.coords)} tiles")
-        self._handles = _HandleCache(max_open=1)
-
-    def __len__(self) -> int:
-        return len(self.coords)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        slide = self._handles.get(self.slide_path, self.mpp_override)
-        x, y = self.coords[index]
-        rgb = slide.read_tile((int(x), int(y)), self.plan)
-        tile = self.transform(rgb) if self.transform is not None else to_chw_tensor(rgb)
-        label = int(self.labels[index]) if self.labels is not None else NO_LABEL
-        return tile, label
 
 
 @dataclass(frozen=True)
@@ -178,7 +98,7 @@ class MultiSlideTileDataset(Dataset):
         self.labels = np.asarray(
             [self.sources[s].labels[t] for s, t in zip(self.slide_index, self.tile_index)],
             dtype=np.int64)
-        self._handles = _HandleCache(max_open=max_open)
+        self._handles = HandleCache(max_open=max_open)
 
     def __len__(self) -> int:
         return len(self.tile_index)
@@ -226,48 +146,6 @@ class BalancedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
-
-
-class BagDataset(Dataset):
-    """MIL bags: item ``i`` -> ((N_i,D) float32 tensor, int slide label, i).
-
-    With ``max_tiles`` and ``training=True`` a random subset of at most
-    ``max_tiles`` tiles is drawn per access (bag sub-sampling); evaluation uses all.
-    """
-
-    def __init__(self, features: Sequence[npt.NDArray[np.floating]], labels: Sequence[int],
-                 max_tiles: int | None = None, training: bool = False, seed: int = 0) -> None:
-        if len(features) != len(labels):
-            raise ValueError(f"{len(features)} bags for {len(labels)} labels")
-        self.features = [np.asarray(f, dtype=np.float32) for f in features]
-        self.labels = [int(v) for v in labels]
-        self.max_tiles = max_tiles
-        self.training = training
-        self._rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        feats = self.features[index]
-        if self.training and self.max_tiles is not None and len(feats) > self.max_tiles:
-            keep = self._rng.choice(len(feats), size=self.max_tiles, replace=False)
-            feats = feats[np.sort(keep)]
-        return torch.from_numpy(np.ascontiguousarray(feats)), self.labels[index], index
-
-
-def collate_bags(batch: list[tuple[Tensor, int, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pad bags -> (bags (B,Nmax,D) float32, mask (B,Nmax) bool, labels (B,) int64, index (B,))."""
-    n_max = max(int(b[0].shape[0]) for b in batch)
-    dim = int(batch[0][0].shape[1])
-    bags = torch.zeros((len(batch), n_max, dim), dtype=torch.float32)  # (B,Nmax,D)
-    mask = torch.zeros((len(batch), n_max), dtype=torch.bool)  # (B,Nmax)
-    for i, (feats, _, _) in enumerate(batch):
-        bags[i, : feats.shape[0]] = feats
-        mask[i, : feats.shape[0]] = True
-    labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)  # (B,)
-    index = torch.tensor([b[2] for b in batch], dtype=torch.int64)  # (B,)
-    return bags, mask, labels, index
 
 
 def epoch_samples(n_items: int, per_epoch: int | None, batch_size: int) -> int:

@@ -10,14 +10,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from histo_net.io_utils import atomic_write_text
+from histo_net.calibration import calibrated_probs
+from histo_net.io_utils import atomic_write_text, json_safe
+from histo_net.metrics import (
+    auroc,
+    balanced_accuracy,
+    bootstrap_ci,
+    confusion_matrix,
+    expected_calibration_error,
+)
+from histo_net.predict.decision import decide
+from histo_net.taxonomy import NON_TUMOUR
+from histo_net.train.plots import reliability_png, roc_png
 
 logger = logging.getLogger(__name__)
 
@@ -35,38 +46,62 @@ class EvalSet:
     in_tumour: list[npt.NDArray[np.bool_] | None]      # per slide (N_i,) annotation membership
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(float(x)) else None
+@dataclass
+class SlideResult:
+    """One slide's call in an evaluation: truth, prediction, calibrated probabilities."""
+
+    slide_id: str
+    label: str
+    predicted: str
+    probabilities: dict[str, float]
+    indeterminate: bool
 
 
-def _clean(obj: Any) -> Any:
-    """NaN/inf -> None, numpy -> python, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite(float(obj))
-    return obj
+@dataclass
+class EvalResult:
+    """All metrics of one labelled set (NaN where undefined); ``to_json`` gives metrics.json."""
+
+    n_slides: int
+    class_counts: dict[str, int]
+    slide_auroc: float
+    slide_auroc_ci: tuple[float, float]
+    ci_level: float
+    balanced_accuracy: float
+    accuracy: float
+    confusion_matrix: list[list[int]]
+    confusion_matrix_classes: list[str]
+    ece_before_scaling: float
+    ece_after_scaling: float
+    indeterminate_fraction: float
+    balanced_accuracy_determinate: float
+    temperature: float
+    threshold: float
+    indeterminate_band: tuple[float, float]
+    positive_class: str
+    tile_metrics: dict[str, float] = field(default_factory=dict)
+    per_slide: list[SlideResult] = field(default_factory=list)
+
+    def to_json(self, *, per_slide: bool = True) -> dict[str, Any]:
+        """Strict-JSON dict (NaN -> null): the headline keys, tile metrics flat, per-slide rows."""
+        data = asdict(self)
+        data.pop("tile_metrics")
+        data.update(self.tile_metrics)
+        if not per_slide:
+            data.pop("per_slide")
+        return json_safe(data)
 
 
-def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, Any]:
-    from histo_net.metrics import auroc
-
-    out: dict[str, Any] = {}
+def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
     pairs = [(p, t) for p, t in zip(ev.tile_probs, ev.tile_labels)
              if t is not None and len(t) and p.shape[1] == len(tile_class_names)]
-    if pairs and "non_tumour" in tile_class_names:
+    if pairs and NON_TUMOUR in tile_class_names:
         probs = np.concatenate([p for p, _ in pairs])
         labels = np.concatenate([t for _, t in pairs])
         out["tile_auroc"] = auroc(labels, probs)
-        nt = tile_class_names.index("non_tumour")
+        nt = tile_class_names.index(NON_TUMOUR)
         out["tile_auroc_tumour_vs_non_tumour"] = auroc((labels != nt).astype(int), 1.0 - probs[:, nt])
-        out["n_tiles"] = len(labels)
+        out["n_tiles"] = float(len(labels))
     per_slide = []
     for attn, inside in zip(ev.attention, ev.in_tumour):
         if inside is not None and 0 < inside.sum() < len(inside):
@@ -74,7 +109,7 @@ def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, Any]:
     if per_slide:
         vals = [v for v in per_slide if math.isfinite(v)]
         out["attention_localisation_auroc"] = float(np.mean(vals)) if vals else float("nan")
-        out["attention_localisation_slides"] = len(vals)
+        out["attention_localisation_slides"] = float(len(vals))
     return out
 
 
@@ -82,62 +117,46 @@ def compute_metrics(
     ev: EvalSet, *, class_names: list[str], tile_class_names: list[str], positive_class: str,
     temperature: float, threshold: float, band: tuple[float, float],
     bootstrap_samples: int = 1000, ci_level: float = 0.95, ece_bins: int = 10, seed: int = 0,
-) -> dict[str, Any]:
-    """All metrics of one labelled set as a JSON-ready dict (NaN where undefined)."""
-    from histo_net.calibration import calibrated_probs
-    from histo_net.metrics import (
-        auroc,
-        balanced_accuracy,
-        bootstrap_ci,
-        confusion_matrix,
-        expected_calibration_error,
-    )
-
+) -> EvalResult:
+    """All metrics of one labelled set; calls come from the one rule, :func:`decide`."""
     n_cls = len(class_names)
     labels = np.asarray(ev.labels, dtype=np.int64)
-    raw = calibrated_probs(ev.logits, 1.0) if len(labels) else np.zeros((0, n_cls))
-    cal = calibrated_probs(ev.logits, temperature) if len(labels) else np.zeros((0, n_cls))
+    n = len(labels)
+    raw = calibrated_probs(ev.logits, 1.0) if n else np.zeros((0, n_cls))
+    cal = calibrated_probs(ev.logits, temperature) if n else np.zeros((0, n_cls))
     pos = class_names.index(positive_class)
+    if n:
+        preds, indeterminate = decide(cal, threshold=threshold, band=band, positive_index=pos)
+    else:
+        preds, indeterminate = np.zeros(0, np.int64), np.zeros(0, bool)
     if n_cls == 2:
         scores: np.ndarray = cal[:, pos]
         target = (labels == pos).astype(int)
-        preds = np.where(scores >= threshold, pos, 1 - pos)
-        indeterminate = (scores >= band[0]) & (scores <= band[1])
     else:
         scores, target = cal, labels
-        preds = cal.argmax(1) if len(labels) else np.zeros(0, np.int64)
-        indeterminate = cal.max(1) < band[1] if len(labels) else np.zeros(0, bool)
-    slide_auc = auroc(target, scores) if len(labels) else float("nan")
+    nan = float("nan")
+    slide_auc = auroc(target, scores) if n else nan
     lo, hi = (bootstrap_ci(auroc, target, scores, n_boot=bootstrap_samples, seed=seed,
                            alpha=1.0 - ci_level)
-              if bootstrap_samples > 0 and len(labels) else (float("nan"), float("nan")))
+              if bootstrap_samples > 0 and n else (nan, nan))
     determinate = ~indeterminate
-    metrics: dict[str, Any] = {
-        "n_slides": len(labels),
-        "class_counts": {name: int((labels == i).sum()) for i, name in enumerate(class_names)},
-        "slide_auroc": slide_auc,
-        "slide_auroc_ci": [lo, hi],
-        "ci_level": ci_level,
-        "balanced_accuracy": balanced_accuracy(labels, preds),
-        "accuracy": float(np.mean(preds == labels)) if len(labels) else float("nan"),
-        "confusion_matrix": confusion_matrix(labels, preds, n_cls).tolist(),
-        "confusion_matrix_classes": list(class_names),
-        "ece_before_scaling": expected_calibration_error(raw, labels, ece_bins) if len(labels) else float("nan"),
-        "ece_after_scaling": expected_calibration_error(cal, labels, ece_bins) if len(labels) else float("nan"),
-        "indeterminate_fraction": float(indeterminate.mean()) if len(labels) else float("nan"),
-        "balanced_accuracy_determinate": (balanced_accuracy(labels[determinate], preds[determinate])
-                                          if determinate.any() else float("nan")),
-        "temperature": float(temperature), "threshold": float(threshold),
-        "indeterminate_band": [float(band[0]), float(band[1])], "positive_class": positive_class,
-    }
-    metrics.update(_tile_metrics(ev, tile_class_names))
-    metrics["per_slide"] = [
-        {"slide_id": sid, "label": class_names[int(y)], "predicted": class_names[int(p)],
-         "probabilities": {c: float(v) for c, v in zip(class_names, prob)},
-         "indeterminate": bool(ind)}
-        for sid, y, p, prob, ind in zip(ev.slide_ids, labels, preds, cal, indeterminate)
-    ]
-    return _clean(metrics)
+    return EvalResult(
+        n_slides=n, class_counts={name: int((labels == i).sum()) for i, name in enumerate(class_names)},
+        slide_auroc=slide_auc, slide_auroc_ci=(lo, hi), ci_level=ci_level,
+        balanced_accuracy=balanced_accuracy(labels, preds), accuracy=float(np.mean(preds == labels)) if n else nan,
+        confusion_matrix=confusion_matrix(labels, preds, n_cls).tolist(),
+        confusion_matrix_classes=list(class_names),
+        ece_before_scaling=expected_calibration_error(raw, labels, ece_bins) if n else nan,
+        ece_after_scaling=expected_calibration_error(cal, labels, ece_bins) if n else nan,
+        indeterminate_fraction=float(indeterminate.mean()) if n else nan,
+        balanced_accuracy_determinate=(balanced_accuracy(labels[determinate], preds[determinate])
+                                       if determinate.any() else nan),
+        temperature=float(temperature), threshold=float(threshold),
+        indeterminate_band=(float(band[0]), float(band[1])), positive_class=positive_class,
+        tile_metrics=_tile_metrics(ev, tile_class_names),
+        per_slide=[SlideResult(sid, class_names[int(y)], class_names[int(p)],
+                               {c: float(v) for c, v in zip(class_names, prob)}, bool(ind))
+                   for sid, y, p, prob, ind in zip(ev.slide_ids, labels, preds, cal, indeterminate)])
 
 
 def _fmt(v: Any) -> str:
@@ -148,8 +167,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def report_markdown(metrics: dict[str, Any], title: str, extra: dict[str, Any] | None = None) -> str:
-    """A short markdown report of ``metrics`` (the per-slide table included)."""
+def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None = None) -> str:
+    """A short markdown report of ``result`` (the per-slide table included)."""
+    metrics = result.to_json()
     ci = metrics.get("slide_auroc_ci") or [None, None]
     counts = ", ".join(f"{k}: {v}" for k, v in metrics["class_counts"].items())
     auc = (f"{_fmt(metrics['slide_auroc'])} ({int(100 * metrics['ci_level'])}% CI "
@@ -186,17 +206,14 @@ def report_markdown(metrics: dict[str, Any], title: str, extra: dict[str, Any] |
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(out_dir: Path, metrics: dict[str, Any], ev: EvalSet, *, class_names: list[str],
+def write_evaluation(out_dir: Path, result: EvalResult, ev: EvalSet, *, class_names: list[str],
                      positive_class: str, temperature: float, title: str,
                      extra: dict[str, Any] | None = None, ece_bins: int = 10) -> None:
     """metrics.json, report.md, roc.png and reliability.png into ``out_dir``."""
-    from histo_net.calibration import calibrated_probs
-    from histo_net.train.plots import reliability_png, roc_png
-
     out_dir = Path(out_dir)
-    payload = {**metrics, **({"run": _clean(extra)} if extra else {})}
+    payload = {**result.to_json(), **({"run": json_safe(extra)} if extra else {})}
     atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out_dir / "report.md", report_markdown(metrics, title, extra))
+    atomic_write_text(out_dir / "report.md", report_markdown(result, title, extra))
     if len(ev.labels) == 0:
         return
     pos = class_names.index(positive_class)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from histo_net.io_utils import atomic_path
+from histo_net.metrics import auroc
+from histo_net.metrics import expected_calibration_error as ece
 
 
 def _figure() -> tuple[Any, Any]:
@@ -41,8 +43,6 @@ def roc_curve_points(labels01: np.ndarray, scores: np.ndarray) -> tuple[np.ndarr
 
 def roc_png(path: Path, labels01: np.ndarray, scores: np.ndarray, title: str) -> None:
     """Write a ROC curve PNG for binary ``labels01`` (N,) and positive-class ``scores`` (N,)."""
-    from histo_net.metrics import auroc
-
     fpr, tpr = roc_curve_points(labels01, scores)
     fig, ax = _figure()
     ax.plot(fpr, tpr, lw=2, label=f"AUROC = {auroc(labels01, scores):.3f}")
@@ -85,8 +85,6 @@ def reliability_png(
     n_bins: int = 10,
 ) -> None:
     """Write a reliability diagram (confidence vs accuracy) before/after calibration, with ECE."""
-    from histo_net.metrics import expected_calibration_error as ece
-
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
     for probs, name, marker in ((probs_before, "before", "o"), (probs_after, "after", "s")):

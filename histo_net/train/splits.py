@@ -16,14 +16,14 @@ import numpy as np
 
 from histo_net.errors import ConfigError
 from histo_net.io_utils import atomic_write_text
-from histo_net.train.manifest import TrainSlide
+from histo_net.wsi.inputs import SlideSpec
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
 
-def _patients_by_label(slides: list[TrainSlide] | tuple[TrainSlide, ...]) -> dict[str, list[str]]:
+def _patients_by_label(slides: list[SlideSpec] | tuple[SlideSpec, ...]) -> dict[str, list[str]]:
     out: dict[str, set[str]] = defaultdict(set)
     for s in slides:
         out[s.label].add(s.patient_id)
@@ -47,7 +47,7 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
 
 
 def patient_splits(
-    slides: list[TrainSlide] | tuple[TrainSlide, ...], *, val_fraction: float,
+    slides: list[SlideSpec] | tuple[SlideSpec, ...], *, val_fraction: float,
     test_fraction: float, seed: int, k_folds: int | None = None, fold: int = 0,
 ) -> dict[str, str]:
     """Patient id -> "train" | "val" | "test", stratified by label, deterministic by ``seed``.
@@ -75,13 +75,13 @@ def patient_splits(
     return out
 
 
-def slide_splits(slides: list[TrainSlide] | tuple[TrainSlide, ...],
+def slide_splits(slides: list[SlideSpec] | tuple[SlideSpec, ...],
                  patient_split: dict[str, str]) -> dict[str, str]:
     """Slide id -> split, from the patient assignment."""
     return {s.slide_id: patient_split[s.patient_id] for s in slides}
 
 
-def splits_csv_text(slides: list[TrainSlide] | tuple[TrainSlide, ...],
+def splits_csv_text(slides: list[SlideSpec] | tuple[SlideSpec, ...],
                     split_by_slide: dict[str, str]) -> str:
     """CSV text ``slide_id,patient_id,label,split``, one row per slide in manifest order."""
     buf = io.StringIO()
@@ -92,7 +92,7 @@ def splits_csv_text(slides: list[TrainSlide] | tuple[TrainSlide, ...],
     return buf.getvalue()
 
 
-def write_splits_csv(path: Path, slides: list[TrainSlide] | tuple[TrainSlide, ...],
+def write_splits_csv(path: Path, slides: list[SlideSpec] | tuple[SlideSpec, ...],
                      split_by_slide: dict[str, str]) -> None:
     """Atomically write ``splits.csv``."""
     atomic_write_text(path, splits_csv_text(slides, split_by_slide))

@@ -1,14 +1,13 @@
 """Training stages 0-2: tile coordinates + labels, the tile CNN, tile embeddings.
 
-Each stage is skipped when its outputs exist with matching settings. Under
-torchrun, tiling and embedding are sharded over ranks, the CNN trains with DDP,
-and only rank 0 writes shared files; callers put barriers between stages.
+Each stage is skipped when its outputs exist with matching settings. Under torchrun, tiling
+and embedding are sharded over ranks (:func:`histo_net.distributed.select_shard`), the CNN
+trains with DDP, and only rank 0 writes shared files; barriers sit between stages.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,23 +15,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from histo_net.distributed import barrier, shard_list
+from histo_net.distributed import barrier, select_shard
 from histo_net.errors import ConfigError, HistoNetError
+from histo_net.features.store import FeaturesKey, ensure_features
 from histo_net.models.bundle import encoder_hash
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
-from histo_net.train.annotations import (
-    NON_TUMOUR,
-    read_geojson_polygons,
-    tile_labels,
-    tumour_membership,
+from histo_net.models.tile_cnn import TileClassifier
+from histo_net.taxonomy import NON_TUMOUR
+from histo_net.train.annotations import read_geojson_polygons, tile_labels, tumour_membership
+from histo_net.train.context import RunContext, SlideTiles, stage1_fingerprint
+from histo_net.train.data import (
+    AlbumentationsTransform,
+    BalancedSampler,
+    MultiSlideTileDataset,
+    TileSource,
+    epoch_samples,
+    seed_worker,
 )
-from histo_net.train.context import (
-    RunContext,
-    SlideTiles,
-    plan_from_attrs,
-    stage1_fingerprint,
-)
-from histo_net.train.manifest import TrainSlide
+from histo_net.train.engine import FitConfig, fit, prepare_model
+from histo_net.train.transforms import eval_transform, train_transform
+from histo_net.wsi.inputs import SlideSpec
+from histo_net.wsi.tiles_file import ensure_tiles, read_tiles_h5, tiles_path
 
 logger = logging.getLogger(__name__)
 
@@ -40,84 +43,53 @@ CNN_FINAL = "tile_cnn.pt"
 CNN_LAST = "tile_cnn_last.pt"
 
 
-def _bar(ctx: RunContext, slides: list[TrainSlide], desc: str) -> Any:
+def progress_bar(ctx: RunContext, slides: list[SlideSpec], desc: str) -> Any:
     """``slides`` wrapped in a tqdm bar on the main process when progress is on."""
     if not (ctx.progress and ctx.is_main):
         return slides
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: only when a bar is shown
 
     return tqdm(slides, desc=desc, unit="slide", leave=False, dynamic_ncols=True)
 
 
+def my_slides(ctx: RunContext) -> list[SlideSpec]:
+    """This rank's share of the manifest's slides."""
+    return select_shard(list(ctx.manifest.slides), ctx.rank, ctx.world_size, key=lambda s: s.slide_id)
+
+
 # --------------------------------------------------------------------- tiles
-def _tile_one(ctx: RunContext, slide: TrainSlide) -> None:
-    from histo_net.wsi.slide import open_slide
-    from histo_net.wsi.tiling import (
-        read_tiles_h5,
-        tile_slide,
-        tiling_settings_match,
-        write_tiles_h5,
-    )
-
-    path = ctx.path("tiles", f"{slide.slide_id}.h5")
-    with open_slide(slide.path, mpp_override=slide.mpp) as handle:
-        if path.is_file():
-            try:
-                _, attrs = read_tiles_h5(path)
-                if tiling_settings_match(attrs, ctx.cfg.tiling, handle.mpp):
-                    return
-            except HistoNetError:
-                logger.warning("%s: unreadable tiles file; re-tiling", path)
-        result = tile_slide(handle, ctx.cfg.tiling)
-    write_tiles_h5(path, result)
-    logger.info("%s: %d tiles", slide.slide_id, len(result.coords))
-
-
-def _labels_for(ctx: RunContext, slide: TrainSlide, coords: np.ndarray, patch_l0: int
+def _labels_for(ctx: RunContext, slide: SlideSpec, coords: np.ndarray, patch_l0: int
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     names = ctx.tile_class_names
     if slide.annotations is None:
-        return np.full(len(coords), names.index(slide.label), np.int64), None
+        return np.full(len(coords), names.index(str(slide.label)), np.int64), None
     polygons = read_geojson_polygons(slide.annotations)
     inside, _ = tumour_membership(coords, patch_l0, polygons)
     if NON_TUMOUR not in names:  # a model without tile annotations: tiles carry the slide label
-        return np.full(len(coords), names.index(slide.label), np.int64), inside
-    return tile_labels(coords, patch_l0, polygons, slide.label, names), inside
+        return np.full(len(coords), names.index(str(slide.label)), np.int64), inside
+    return tile_labels(coords, patch_l0, polygons, str(slide.label), names), inside
 
 
 def stage_tiles(ctx: RunContext) -> None:
     """Tile every slide (sharded over ranks, skipping matching files) and load coords + labels."""
-    from histo_net.wsi.tiling import read_tiles_h5
-
-    mine = shard_list(list(ctx.manifest.slides), ctx.rank, ctx.world_size)
-    for slide in _bar(ctx, mine, "tiling"):
-        _tile_one(ctx, slide)
+    tiles_dir = ctx.path("tiles")
+    for slide in progress_bar(ctx, my_slides(ctx), "tiling"):
+        outcome = ensure_tiles(slide, ctx.cfg.tiling, tiles_dir, write_qc=False)
+        logger.info("%s", outcome.summary_line(slide.slide_id))
     barrier()
     for slide in ctx.manifest.slides:
-        coords, attrs = read_tiles_h5(ctx.path("tiles", f"{slide.slide_id}.h5"))
-        plan = plan_from_attrs(attrs)
-        labels, inside = _labels_for(ctx, slide, coords, plan.patch_size_level0)
-        ctx.tiles[slide.slide_id] = SlideTiles(slide, coords, plan, labels, inside)
+        tiles = read_tiles_h5(tiles_path(tiles_dir, slide.slide_id))
+        labels, inside = _labels_for(ctx, slide, tiles.coords, tiles.plan.patch_size_level0)
+        ctx.tiles[slide.slide_id] = SlideTiles(slide, tiles, labels, inside)
 
 
 # ----------------------------------------------------------------- tile CNN
-def _sources(ctx: RunContext, slides: list[TrainSlide]) -> list[Any]:
-    from histo_net.train.data import TileSource
-
-    return [TileSource(t.slide.path, t.coords, t.plan, t.labels, t.slide.mpp)
-            for t in (ctx.tiles[s.slide_id] for s in slides) if len(t.coords)]
+def _sources(ctx: RunContext, slides: list[SlideSpec]) -> list[TileSource]:
+    return [TileSource(t.slide.path, t.tiles.coords, t.tiles.plan, t.labels, t.slide.mpp)
+            for t in (ctx.tiles[s.slide_id] for s in slides) if t.tiles.n_tiles]
 
 
 def _loaders(ctx: RunContext) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
-    from histo_net.train.data import (
-        AlbumentationsTransform,
-        BalancedSampler,
-        MultiSlideTileDataset,
-        epoch_samples,
-        seed_worker,
-    )
-    from histo_net.train.transforms import eval_transform, train_transform
-
     cfg, cnn = ctx.cfg, ctx.cfg.tile_cnn
     size = cfg.tiling.tile_size_px
     train_slides, val_slides = ctx.slides_in("train"), ctx.slides_in("val")
@@ -163,42 +135,42 @@ def stage1_outputs_match(ctx: RunContext) -> bool:
         return False
 
 
+def _resume_allowed(ctx: RunContext, last: Path, resume: bool, fp: str) -> bool:
+    """Resume only from a per-epoch checkpoint written with the same settings (marker file)."""
+    marker = last.with_name(last.name + ".fingerprint")
+    allowed = resume and last.is_file() and marker.is_file() and marker.read_text().strip() == fp
+    if resume and last.is_file() and not allowed:
+        logger.warning("%s was written with other settings; starting afresh", last)
+    if ctx.is_main:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp + "\n")
+    return allowed
+
+
 def stage_tile_cnn(ctx: RunContext, *, resume: bool) -> None:
     """Train the tile classifier (DDP under torchrun) into ``checkpoints/tile_cnn.pt``."""
-    from histo_net.models import TileClassifier
-    from histo_net.train.engine import fit, prepare_model
-
     if stage1_outputs_match(ctx):
         logger.info("stage 1 (tile CNN): outputs match the settings; skipped")
         return
     fp = stage1_fingerprint(ctx)
     last = ctx.path("checkpoints", CNN_LAST)
-    marker = ctx.path("checkpoints", CNN_LAST + ".fingerprint")
-    if resume and last.is_file() and (not marker.is_file() or marker.read_text().strip() != fp):
-        logger.warning("%s was written with other settings; starting stage 1 afresh", last)
-        resume = False
-    if ctx.is_main:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fp + "\n")
+    resume = _resume_allowed(ctx, last, resume, fp)
     torch.manual_seed(ctx.cfg.seed)
     cnn = ctx.cfg.tile_cnn
-    model = TileClassifier(**encoder_ctor_kwargs(ctx), weights_path=cnn.weights_path)
-    model = prepare_model(model, ctx.device)
+    model = prepare_model(TileClassifier(**encoder_ctor_kwargs(ctx), weights_path=cnn.weights_path),
+                          ctx.device)
     train_loader, val_loader = _loaders(ctx)
     wrapped: torch.nn.Module = model
     if ctx.world_size > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     t0 = time.perf_counter()
-    result = fit(wrapped, train_loader, val_loader, epochs=cnn.epochs, lr=cnn.lr,
-                 weight_decay=cnn.weight_decay, device=ctx.device, amp=cnn.amp,
-                 patience=cnn.patience, checkpoint_path=last, resume=resume,
-                 log_csv=ctx.path("logs", "tile_cnn.csv"),
+    fit_cfg = FitConfig(epochs=cnn.epochs, lr=cnn.lr, weight_decay=cnn.weight_decay, amp=cnn.amp,
+                        patience=cnn.patience)
+    result = fit(wrapped, train_loader, val_loader, fit_cfg, device=ctx.device,
+                 checkpoint_path=last, resume=resume, log_csv=ctx.path("logs", "tile_cnn.csv"),
                  tensorboard_dir=ctx.path("logs", "tensorboard", "tile_cnn"),
                  is_main_process=ctx.is_main, progress=ctx.progress and ctx.is_main)
-    for rec in result.history:
-        if not math.isfinite(rec.get("train_loss", float("nan"))):
-            raise HistoNetError(f"stage 1: non-finite training loss at epoch {int(rec['epoch'])}")
     if ctx.is_main:
         save_checkpoint(ctx.path("checkpoints", CNN_FINAL), {
             "state": result.best_state_dict, "fingerprint": fp, "kwargs": encoder_ctor_kwargs(ctx),
@@ -209,10 +181,8 @@ def stage_tile_cnn(ctx: RunContext, *, resume: bool) -> None:
     barrier()
 
 
-def load_trained_encoder(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], str]:
+def load_trained_encoder(ctx: RunContext) -> tuple[TileClassifier, dict[str, Any], str]:
     """(encoder on ctx.device, checkpoint dict, encoder hash); ConfigError when stage 1 has not run."""
-    from histo_net.models import TileClassifier
-
     path = ctx.path("checkpoints", CNN_FINAL)
     if not stage1_outputs_match(ctx):
         raise ConfigError(f"{path}: missing or trained with other settings; run --stage tiles first")
@@ -229,36 +199,25 @@ def features_path(ctx: RunContext, slide_id: str) -> Path:
     return ctx.path("features", f"{slide_id}.h5")
 
 
-def features_match(path: Path, enc_hash: str, n_tiles: int) -> bool:
-    """True when a features file exists for this encoder and tile count."""
-    from histo_net.features.embed import read_features_attrs
-
-    attrs = read_features_attrs(path) if path.is_file() else {}
-    return attrs.get("encoder_hash") == enc_hash and int(attrs.get("n_tiles", -1)) == n_tiles
+def embed_all(ctx: RunContext, encoder: torch.nn.Module, enc_hash: str, attrs: dict[str, Any],
+              *, amp: bool = True) -> None:
+    """Embed this rank's slides into ``features/<id>.h5`` unless cached with the same key."""
+    done = 0
+    mine = my_slides(ctx)
+    for slide in progress_bar(ctx, mine, "embedding"):
+        tiles = ctx.tiles[slide.slide_id].tiles
+        done += ensure_features(features_path(ctx, slide.slide_id), FeaturesKey.for_tiles(enc_hash, tiles),
+                                encoder, slide, tiles, device=ctx.device,
+                                batch_size=ctx.cfg.features.batch_size, workers=ctx.workers, amp=amp,
+                                attrs={**attrs, "written_by_rank": ctx.rank})
+    logger.info("embedding: rank %d embedded %d of its %d slides", ctx.rank, done, len(mine))
+    barrier()
 
 
 def stage_features(ctx: RunContext) -> str:
-    """Embed every slide's tiles (sharded over ranks) into ``features/<id>.h5``; returns the encoder hash."""
-    from histo_net.features.embed import embed_slide, write_features_h5
-
+    """Embed every slide with the trained tile CNN; returns the encoder hash."""
     encoder, ckpt, enc_hash = load_trained_encoder(ctx)
-    mine = shard_list(list(ctx.manifest.slides), ctx.rank, ctx.world_size)
-    done = 0
-    for slide in _bar(ctx, mine, "embedding"):
-        tiles = ctx.tiles[slide.slide_id]
-        path = features_path(ctx, slide.slide_id)
-        if features_match(path, enc_hash, len(tiles.coords)):
-            continue
-        emb = embed_slide(encoder, slide.path, tiles.coords, tiles.plan, device=ctx.device,
-                          batch_size=ctx.cfg.features.batch_size, workers=ctx.workers,
-                          mpp_override=slide.mpp, amp=ctx.cfg.tile_cnn.amp, progress=False)
-        write_features_h5(path, emb, tiles.coords, {
-            "encoder_name": ckpt["kwargs"]["backbone"], "encoder_hash": enc_hash,
-            "n_tiles": len(tiles.coords), "slide_id": slide.slide_id, "written_by_rank": ctx.rank,
-            "tile_class_names": list(ckpt["tile_class_names"]),
-            "target_mpp": float(tiles.plan.target_mpp), "tile_size_px": int(tiles.plan.tile_size_px),
-        })
-        done += 1
-    logger.info("stage 2: rank %d embedded %d of its %d slides", ctx.rank, done, len(mine))
-    barrier()
+    embed_all(ctx, encoder, enc_hash, {"encoder_name": ckpt["kwargs"]["backbone"],
+                                       "tile_class_names": list(ckpt["tile_class_names"])},
+              amp=ctx.cfg.tile_cnn.amp)
     return enc_hash

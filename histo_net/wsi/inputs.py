@@ -1,18 +1,18 @@
-"""Turn command-line inputs (slides, folders, manifest CSVs) into slide specs.
+"""Slides, folders and manifest CSVs -> slide specs: the ONE manifest reader and path rule.
 
-* A file path (any extension) is one slide; a missing path still becomes a spec
-  so the batch records it as failed when it is opened.
-* A folder is listed **non-recursively**: entries whose name ends in a slide or
-  image extension (:data:`SLIDE_EXTENSIONS`) become slides; macOS ``._*``
-  AppleDouble files are skipped. Entries that are folders with a slide extension (``x.svs/``) are kept
-  so they fail visibly instead of vanishing.
-* ``*.csv`` is a manifest: ``slide_id,path`` required, ``patient_id``, ``label``,
-  ``mpp``, ``annotations`` optional, other columns kept in ``extra``; relative
-  paths resolve against the CSV's folder.
+* A file path (any extension) is one slide; a missing path still becomes a spec so the
+  batch records it as failed when it is opened.
+* A folder is listed **non-recursively**: entries whose name ends in a slide or image
+  extension (:data:`SLIDE_EXTENSIONS`) become slides; macOS ``._*`` AppleDouble files are
+  skipped; folders with a slide extension (``x.svs/``) are kept so they fail visibly.
+* ``*.csv`` is a manifest: ``slide_id,path`` required; ``patient_id``, ``label``, ``mpp``,
+  ``annotations`` optional; other columns kept in ``extra``. **Relative paths resolve
+  against the CSV's folder** (never the working folder), for every command.
 
-Slide ids are sanitised (:func:`histo_net.io_utils.sanitize_slide_id`) and made
-unique within a run by appending ``_2``, ``_3``, ... A CLI ``--mpp`` overrides
-every slide; a manifest ``mpp`` applies to its row only.
+Paths are made absolute. Slide ids are sanitised (:func:`histo_net.io_utils.sanitize_slide_id`)
+and unique within a run (``_2``, ``_3``, ...); the same file given twice (a folder and a
+manifest naming it) is processed once. A CLI ``--mpp`` overrides every slide; a manifest
+``mpp`` applies to its row only.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from histo_net.errors import ConfigError
 from histo_net.io_utils import sanitize_slide_id
+from histo_net.types import MPP_MAX, MPP_MIN
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,11 @@ SLIDE_EXTENSIONS: frozenset[str] = frozenset({
 })
 MANIFEST_REQUIRED = ("slide_id", "path")
 MANIFEST_KNOWN = ("slide_id", "patient_id", "path", "label", "mpp", "annotations")
-MPP_RANGE = (0.05, 20.0)
 
 
 @dataclass(frozen=True)
 class SlideSpec:
-    """One slide to process; ``slide_id`` is sanitised and unique within a run."""
+    """One slide to process; ``slide_id`` is sanitised and unique within a run; ``path`` absolute."""
 
     slide_id: str
     path: Path
@@ -52,80 +53,111 @@ class SlideSpec:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _resolve(base: Path, text: str) -> Path:
+@dataclass(frozen=True)
+class ParsedManifest:
+    """Rows of a manifest CSV that parsed, and every problem found (one string each)."""
+
+    source: Path
+    columns: tuple[str, ...]
+    specs: tuple[SlideSpec, ...]
+    problems: tuple[str, ...]
+
+
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute without resolving symlinks (ids keep the name the user gave)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def resolve_manifest_path(base: Path, text: str) -> Path:
+    """The one path rule: absolute as given, else relative to the manifest's folder ``base``."""
     path = Path(text).expanduser()
-    return path if path.is_absolute() else (base / path)
+    return absolute(path if path.is_absolute() else base / path)
 
 
-def _parse_mpp(text: str) -> float:
+def parse_mpp(text: str) -> float:
+    """A finite mpp in ``MPP_MIN..MPP_MAX`` um/px from text; ``ValueError`` otherwise."""
     value = float(text)
-    if not (math.isfinite(value) and MPP_RANGE[0] <= value <= MPP_RANGE[1]):
-        raise ValueError(f"mpp {text!r} outside {MPP_RANGE[0]}..{MPP_RANGE[1]} um/px")
+    if not (math.isfinite(value) and MPP_MIN <= value <= MPP_MAX):
+        raise ValueError(f"mpp {text!r} outside {MPP_MIN}..{MPP_MAX} um/px")
     return value
 
 
-def read_manifest(csv_path: Path) -> list[SlideSpec]:
-    """Read a slide manifest CSV; ``ConfigError`` listing every bad row (1-based data rows)."""
-    csv_path = Path(csv_path)
+def _read_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{csv_path}: manifest not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{csv_path}: cannot read manifest ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    try:
+        reader = csv.DictReader(text.splitlines())
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                for raw in reader]
+    except csv.Error as exc:
+        raise ConfigError(f"{csv_path}: cannot parse manifest CSV ({exc})") from None
+    return [c.strip() for c in (reader.fieldnames or [])], rows
+
+
+def parse_manifest(csv_path: Path | str) -> ParsedManifest:
+    """Parse a manifest CSV, collecting row problems instead of raising on the first.
+
+    ``ConfigError`` only for a missing/unreadable file or missing required columns.
+    Problems name CSV line numbers (the header is line 1).
+    """
+    csv_path = absolute(csv_path)
+    columns, rows = _read_csv(csv_path)
     missing = [c for c in MANIFEST_REQUIRED if c not in columns]
     if missing:
         raise ConfigError(f"{csv_path}: manifest lacks column(s) {', '.join(missing)} "
                           f"(found: {', '.join(columns) or 'none'})")
-    base = csv_path.resolve().parent
+    base = csv_path.parent
     specs: list[SlideSpec] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for row_no, raw in enumerate(reader, start=1):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+    for line, row in enumerate(rows, start=2):
         if not any(row.values()):
             continue
         errs: list[str] = []
-        slide_id = sanitize_slide_id(row.get("slide_id", "")) if row.get("slide_id") else ""
+        slide_id = sanitize_slide_id(row["slide_id"]) if row.get("slide_id") else ""
         if not slide_id:
             errs.append("empty slide_id")
         elif slide_id in seen:
-            errs.append(f"duplicate slide_id {slide_id!r} (also row {seen[slide_id]})")
+            errs.append(f"duplicate slide id '{row['slide_id']}' (first on line {seen[slide_id]})")
         if not row.get("path"):
             errs.append("empty path")
         mpp: float | None = None
         if row.get("mpp"):
             try:
-                mpp = _parse_mpp(row["mpp"])
+                mpp = parse_mpp(row["mpp"])
             except ValueError as exc:
                 errs.append(f"bad mpp: {exc}" if "outside" in str(exc) else f"bad mpp {row['mpp']!r}")
         if errs:
-            problems.append(f"row {row_no}: {'; '.join(errs)}")
+            problems.append(f"line {line}: {'; '.join(errs)}")
             continue
-        seen[slide_id] = row_no
+        seen[slide_id] = line
         specs.append(SlideSpec(
-            slide_id=slide_id,
-            path=_resolve(base, row["path"]),
-            patient_id=row.get("patient_id") or None,
-            label=row.get("label") or None,
-            mpp=mpp,
-            annotations=_resolve(base, row["annotations"]) if row.get("annotations") else None,
-            extra={k: v for k, v in row.items() if k not in MANIFEST_KNOWN},
-        ))
-    if problems:
-        raise ConfigError(f"{csv_path}: bad manifest rows: " + " | ".join(problems))
-    if not specs:
-        raise ConfigError(f"{csv_path}: manifest has no slides")
-    return specs
+            slide_id=slide_id, path=resolve_manifest_path(base, row["path"]),
+            patient_id=row.get("patient_id") or None, label=row.get("label") or None, mpp=mpp,
+            annotations=resolve_manifest_path(base, row["annotations"]) if row.get("annotations") else None,
+            extra={k: v for k, v in row.items() if k not in MANIFEST_KNOWN}))
+    return ParsedManifest(csv_path, tuple(columns), tuple(specs), tuple(problems))
+
+
+def read_manifest(csv_path: Path | str) -> list[SlideSpec]:
+    """Read a slide manifest CSV; one ``ConfigError`` listing every bad row."""
+    parsed = parse_manifest(csv_path)
+    if parsed.problems:
+        raise ConfigError(f"{parsed.source}: bad manifest rows: " + " | ".join(parsed.problems))
+    if not parsed.specs:
+        raise ConfigError(f"{parsed.source}: manifest has no slides")
+    return list(parsed.specs)
 
 
 def list_slide_folder(folder: Path) -> list[Path]:
     """Sorted entries of ``folder`` (not recursive) with a slide/image extension.
 
-    macOS AppleDouble files (``._name.svs``, resource forks copied onto shared
-    drives) are skipped: they are never slides.
+    macOS AppleDouble files (``._name.svs``, resource forks copied onto shared drives) are
+    skipped: they are never slides.
     """
     return sorted(
         p for p in Path(folder).iterdir()
@@ -133,10 +165,26 @@ def list_slide_folder(folder: Path) -> list[Path]:
     )
 
 
+def _dedup_key(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: keep it, it fails visibly when opened
+        return str(path)
+
+
 def _unique(specs: list[SlideSpec]) -> list[SlideSpec]:
+    """Drop repeats of the same file (first kept) and make ids unique with ``_2``, ``_3``..."""
     used: set[str] = set()
-    out = []
+    files: dict[str, int] = {}
+    out: list[SlideSpec] = []
     for spec in specs:
+        key = _dedup_key(spec.path)
+        if key in files:
+            kept = out[files[key]]
+            log.warning("%s given twice (as %r and %r); processed once", spec.path,
+                        kept.slide_id, spec.slide_id)
+            out[files[key]] = _fill_missing(kept, spec)
+            continue
         slide_id, n = spec.slide_id, 1
         while slide_id in used:
             n += 1
@@ -145,8 +193,17 @@ def _unique(specs: list[SlideSpec]) -> list[SlideSpec]:
             log.warning("duplicate slide id %r for %s renamed to %r", spec.slide_id, spec.path, slide_id)
             spec = replace(spec, slide_id=slide_id)
         used.add(slide_id)
+        files[key] = len(out)
         out.append(spec)
     return out
+
+
+def _fill_missing(kept: SlideSpec, other: SlideSpec) -> SlideSpec:
+    """``kept`` with its empty fields (patient, label, mpp, annotations, extras) taken from ``other``."""
+    return replace(kept, patient_id=kept.patient_id or other.patient_id, label=kept.label or other.label,
+                   mpp=kept.mpp if kept.mpp is not None else other.mpp,
+                   annotations=kept.annotations or other.annotations,
+                   extra={**other.extra, **kept.extra})
 
 
 def resolve_inputs(inputs: Sequence[str | Path], mpp_override: float | None = None) -> list[SlideSpec]:
@@ -156,7 +213,7 @@ def resolve_inputs(inputs: Sequence[str | Path], mpp_override: float | None = No
     """
     specs: list[SlideSpec] = []
     for item in inputs:
-        path = Path(item).expanduser()
+        path = absolute(item)
         if path.suffix.lower() == ".csv" and not path.is_dir():
             specs.extend(read_manifest(path))
         elif path.is_dir() and path.suffix.lower() not in SLIDE_EXTENSIONS:

@@ -9,19 +9,19 @@ outside counts as non-tissue).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from histo_net import __version__
 from histo_net.config import TilingConfig
-from histo_net.errors import HistoNetError, MissingMPPError, NoTissueError
+from histo_net.errors import MissingMPPError, NoTissueError
 from histo_net.types import BoolMask, Coords, RGBImage
 from histo_net.wsi.slide import ReadPlan, Slide
+from histo_net.wsi.tissue import tissue_mask
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,6 @@ def _images_for_slide(slide: Slide, cfg: TilingConfig) -> tuple[RGBImage, float,
 
 
 def _base_attrs(slide: Slide, plan: ReadPlan, cfg: TilingConfig) -> dict[str, Any]:
-    from histo_net import __version__
-
     return {
         "target_mpp": float(plan.target_mpp),
         "tile_size_px": int(plan.tile_size_px),
@@ -146,8 +144,6 @@ def tile_slide(slide: Slide, cfg: TilingConfig | None = None) -> TilingResult:
     Raises ``MissingMPPError`` when the slide mpp is unknown and ``NoTissueError``
     when no tissue is found or no tile reaches ``cfg.min_tissue_fraction``.
     """
-    from histo_net.wsi.tissue import tissue_mask
-
     cfg = cfg or TilingConfig()
     if not math.isfinite(slide.mpp):
         raise MissingMPPError(f"{slide.path}: microns per pixel unknown; pass --mpp X")
@@ -177,56 +173,3 @@ def tile_slide(slide: Slide, cfg: TilingConfig | None = None) -> TilingResult:
         tissue_downsample=float(mask_ds), tissue_area_mm2=area_mm2,
         attrs=_base_attrs(slide, plan, cfg),
     )
-
-
-def write_tiles_h5(path: Path, result: TilingResult) -> None:
-    """Atomically write ``coords`` (N,2) int64, ``tissue_fraction`` (N,) float32 and attrs."""
-    import h5py
-
-    from histo_net.io_utils import atomic_path
-
-    with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("coords", data=np.asarray(result.coords, np.int64))
-        h5.create_dataset("tissue_fraction", data=np.asarray(result.tissue_fraction, np.float32))
-        for key, value in result.attrs.items():
-            h5.attrs[key] = value
-
-
-def read_tiles_h5(path: Path) -> tuple[Coords, dict[str, Any]]:
-    """``(coords (N,2) int64, attrs)`` from a tiles h5; ``HistoNetError`` if unreadable."""
-    import h5py
-
-    from histo_net.io_utils import h5_attr_value
-
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as h5:
-            coords = np.asarray(h5["coords"][()], dtype=np.int64)
-            attrs = {key: h5_attr_value(val) for key, val in h5.attrs.items()}
-    except (OSError, KeyError, ValueError) as exc:
-        raise HistoNetError(f"{path}: not a readable tiles file ({str(exc).splitlines()[0]})") from None
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise HistoNetError(f"{path}: 'coords' has shape {coords.shape}, expected (N, 2)")
-    return coords, attrs
-
-
-def tiling_settings_match(attrs: dict[str, Any], cfg: TilingConfig, mpp: float) -> bool:
-    """True when a tiles file was written with ``cfg`` for a slide of ``mpp`` (skip-unless-overwrite)."""
-    try:
-        if not math.isclose(float(attrs["slide_mpp"]), float(mpp), rel_tol=1e-6):
-            return False
-        if "tiling_config" in attrs:
-            stored = json.loads(attrs["tiling_config"])
-            return bool(stored == json.loads(cfg.model_dump_json()))
-        return (math.isclose(float(attrs["target_mpp"]), cfg.target_mpp, rel_tol=1e-9)
-                and int(attrs["tile_size_px"]) == cfg.tile_size_px
-                and math.isclose(float(attrs["tissue_fraction_min"]), cfg.min_tissue_fraction))
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def write_tissue_qc_png(path: Path, result: TilingResult) -> None:
-    """QC picture: thumbnail, tissue contour and kept tiles drawn (see :mod:`histo_net.wsi.tiling_qc`)."""
-    from histo_net.wsi.tiling_qc import write_tissue_qc_png as _write
-
-    _write(path, result)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from histo_net.io_utils import atomic_path
 from histo_net.types import BoolMask, RGBImage
-
-if TYPE_CHECKING:
-    from histo_net.wsi.tiling import TilingResult
+from histo_net.wsi.tiling import TilingResult
 
 CONTOUR_RGB = (0, 90, 255)
 TILE_RGB = (0, 170, 60)
@@ -53,8 +51,6 @@ def render_tissue_qc(result: TilingResult) -> RGBImage:
 def write_tissue_qc_png(path: Path, result: TilingResult) -> None:
     """Render :func:`render_tissue_qc` and write it atomically as PNG to ``path``."""
     from PIL import Image
-
-    from histo_net.io_utils import atomic_path
 
     with atomic_path(Path(path)) as tmp:
         Image.fromarray(render_tissue_qc(result)).save(tmp, format="PNG", compress_level=3)

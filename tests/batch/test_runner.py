@@ -14,22 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from histo_net.batch.runner import (
+from histo_net.batch.runner import BatchSummary, SlideTask, run_batch
+from histo_net.batch.state import (
     STATE_DIR,
-    BatchSummary,
-    SlideTask,
     clean_stale,
     input_sha256,
     load_hash_cache,
-    parse_shard,
     read_state,
     rebuild_run_files,
-    run_batch,
-    select_shard,
-    shard_from_env,
 )
+from histo_net.distributed import parse_shard, select_shard, shard_from_env
 from histo_net.errors import ConfigError, SlideOpenError
 from histo_net.io_utils import sanitize_slide_id
+from histo_net.predict.summary import SlideSummary, prediction_run_files
 
 CLASSES = ["neuroendocrine", "other_srct"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,14 +37,18 @@ def fake_probability(slide_id: str) -> float:
     return (sum(map(ord, slide_id)) % 97) / 97.0
 
 
-def good_process(task: SlideTask, tmp_dir: Path) -> dict:
-    """Writes a report folder and returns summary fields, like the real pipeline."""
+RUN_FILES = prediction_run_files(CLASSES)
+
+
+def good_process(task: SlideTask, tmp_dir: Path) -> SlideSummary:
+    """Writes a report folder and returns a summary, like the real pipeline."""
     p = fake_probability(task.slide_id)
     (tmp_dir / "report.json").write_text(json.dumps({"slide_id": task.slide_id, "p": p}))
     (tmp_dir / "report.html").write_text("<html></html>")
-    return {"predicted_class": CLASSES[0] if p >= 0.5 else CLASSES[1],
-            "probabilities": {CLASSES[0]: p, CLASSES[1]: 1 - p},
-            "indeterminate": 0.35 < p < 0.65, "tile_count": len(task.slide_id)}
+    return SlideSummary(predicted_class=CLASSES[0] if p >= 0.5 else CLASSES[1],
+                        status="indeterminate" if 0.35 < p < 0.65 else "ok",
+                        probabilities={CLASSES[0]: p, CLASSES[1]: 1 - p},
+                        tile_count=len(task.slide_id))
 
 
 def make_tasks(folder: Path, n: int, key: str = "k1") -> list[SlideTask]:
@@ -75,7 +76,7 @@ def leftovers(out: Path) -> list[str]:
 def test_failures_are_isolated_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     tasks = make_tasks(tmp_path / "in", 5)
 
-    def process(task: SlideTask, tmp_dir: Path) -> dict:
+    def process(task: SlideTask, tmp_dir: Path) -> SlideSummary:
         if task.slide_id == "slide_01":
             (tmp_dir / "report.json").write_text("partial")
             raise SlideOpenError(f"{task.path}: not a slide (truncated TIFF)")
@@ -84,7 +85,7 @@ def test_failures_are_isolated_and_one_line(tmp_path: Path, capsys: pytest.Captu
         return good_process(task, tmp_dir)
 
     out = tmp_path / "out"
-    summary = run_batch(tasks, process, out_dir=out, progress=False)
+    summary = run_batch(tasks, process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert sorted(summary.done) == ["slide_00", "slide_02", "slide_04"]
     assert summary.exit_code() == 1 and BatchSummary().exit_code() == 0
     failed = {sid: (kind, msg) for sid, kind, msg in summary.failed}
@@ -113,30 +114,30 @@ def test_rerun_skips_done_retries_failed_and_redoes_changed(tmp_path: Path) -> N
     calls: list[str] = []
     broken = {"slide_02"}
 
-    def process(task: SlideTask, tmp_dir: Path) -> dict:
+    def process(task: SlideTask, tmp_dir: Path) -> SlideSummary:
         calls.append(task.slide_id)
         if task.slide_id in broken:
             raise SlideOpenError(f"{task.path}: corrupt")
         return good_process(task, tmp_dir)
 
     out = tmp_path / "out"
-    assert run_batch(tasks, process, out_dir=out, progress=False).exit_code() == 1
+    assert run_batch(tasks, process, out_dir=out, progress=False, run_files=RUN_FILES).exit_code() == 1
     calls.clear()
     broken.clear()
-    second = run_batch(tasks, process, out_dir=out, progress=False)
+    second = run_batch(tasks, process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert calls == ["slide_02"] and second.exit_code() == 0
     assert sorted(second.skipped) == ["slide_00", "slide_01", "slide_03"]
     calls.clear()
     changed = make_tasks(tmp_path / "in", 4)
     changed[1].input_key["bundle_sha256"] = "k2"  # a new model for one slide -> redo it
-    run_batch(changed, process, out_dir=out, progress=False)
+    run_batch(changed, process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert calls == ["slide_01"]
     calls.clear()
     (out / "slide_03" / "report.json").unlink()  # a damaged output folder is redone
-    run_batch(changed, process, out_dir=out, progress=False, overwrite=False)
+    run_batch(changed, process, out_dir=out, progress=False, overwrite=False, run_files=RUN_FILES)
     assert calls == ["slide_03"]
     calls.clear()
-    run_batch(changed, process, out_dir=out, progress=False, overwrite=True)
+    run_batch(changed, process, out_dir=out, progress=False, overwrite=True, run_files=RUN_FILES)
     assert sorted(calls) == [t.slide_id for t in tasks] and leftovers(out) == []
 
 
@@ -159,10 +160,10 @@ def test_select_and_parse_shard() -> None:
 def test_shards_combine_into_the_unsharded_result(tmp_path: Path) -> None:
     tasks = make_tasks(tmp_path / "in", 7)
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
-    run_batch(tasks, good_process, out_dir=whole, progress=False)
+    run_batch(tasks, good_process, out_dir=whole, progress=False, run_files=RUN_FILES)
     for index in (0, 1):
         part = select_shard(tasks, index, 2, key=lambda t: t.slide_id)
-        run_batch(part, good_process, out_dir=sharded, progress=False)
+        run_batch(part, good_process, out_dir=sharded, progress=False, run_files=RUN_FILES)
     assert (sharded / "predictions.csv").read_text() == (whole / "predictions.csv").read_text()
     assert len(read_csv(sharded / "predictions.csv")) == 7
 
@@ -171,7 +172,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     from pathlib import Path
     from histo_net.batch.runner import SlideTask, run_batch
-    from tests.batch.test_runner import good_process
+    from tests.batch.test_runner import RUN_FILES, good_process
     out, victim, overwrite = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
     tasks = [SlideTask(**{**t, "path": Path(t["path"])}) for t in json.loads(sys.argv[4])]
     def process(task, tmp_dir):
@@ -180,7 +181,7 @@ KILL_SCRIPT = textwrap.dedent("""
             (tmp_dir / "report.html").write_text("<html><body>half a rep")
             os.kill(os.getpid(), signal.SIGKILL)
         return good_process(task, tmp_dir)
-    run_batch(tasks, process, out_dir=out, progress=False, overwrite=overwrite)
+    run_batch(tasks, process, out_dir=out, progress=False, overwrite=overwrite, run_files=RUN_FILES)
 """)
 
 
@@ -197,24 +198,24 @@ def test_sigkill_mid_slide_never_counts_as_done(tmp_path: Path) -> None:
     tasks = make_tasks(tmp_path / "in", 4)
     out = tmp_path / "out"
     run_killed(out, tasks, victim="slide_02", overwrite=False)
-    assert read_state(out, "slide_01")["status"] == "done"
-    assert read_state(out, "slide_02")["status"] == "running"
+    assert read_state(out, "slide_01").status == "done"
+    assert read_state(out, "slide_02").status == "running"
     assert not (out / "slide_02").exists() and not (out / "slide_03").exists()
     assert any(name.startswith(".tmp-slide_02-") for name in leftovers(out))
 
-    summary = run_batch(tasks, good_process, out_dir=out, progress=False)
+    summary = run_batch(tasks, good_process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert sorted(summary.skipped) == ["slide_00", "slide_01"]
     assert sorted(summary.done) == ["slide_02", "slide_03"] and leftovers(out) == []
     assert json.loads((out / "slide_02" / "report.json").read_text())["slide_id"] == "slide_02"
 
     # killed while overwriting a finished slide: it must be redone, not skipped
     run_killed(out, tasks, victim="slide_00", overwrite=True)
-    assert read_state(out, "slide_00")["status"] == "running"
-    redo = run_batch(tasks, good_process, out_dir=out, progress=False)
+    assert read_state(out, "slide_00").status == "running"
+    redo = run_batch(tasks, good_process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert redo.done == ["slide_00"] and leftovers(out) == []
 
     reference = tmp_path / "reference"
-    run_batch(tasks, good_process, out_dir=reference, progress=False)
+    run_batch(tasks, good_process, out_dir=reference, progress=False, run_files=RUN_FILES)
     rows, ref_rows = read_csv(out / "predictions.csv"), read_csv(reference / "predictions.csv")
     assert rows == ref_rows and len(rows) == 4
 
@@ -241,13 +242,13 @@ def test_stale_dirs_of_live_processes_are_kept(tmp_path: Path) -> None:
 def test_unsafe_and_duplicate_ids_are_rejected_and_names_stay_inside(tmp_path: Path) -> None:
     path = tmp_path / "../<script>x.svs"
     with pytest.raises(ConfigError, match="not a safe file name"):
-        run_batch([SlideTask("../<script>x", path)], good_process, out_dir=tmp_path / "o", progress=False)
+        run_batch([SlideTask("../<script>x", path)], good_process, out_dir=tmp_path / "o", progress=False, run_files=RUN_FILES)
     dup = [SlideTask("a", tmp_path / "a.svs"), SlideTask("a", tmp_path / "sub" / "a.svs")]
     with pytest.raises(ConfigError, match="also used"):
-        run_batch(dup, good_process, out_dir=tmp_path / "o", progress=False)
+        run_batch(dup, good_process, out_dir=tmp_path / "o", progress=False, run_files=RUN_FILES)
     safe_id = sanitize_slide_id("..<script>alert(1)</script>..")
     out = tmp_path / "o"
-    run_batch([SlideTask(safe_id, path)], good_process, out_dir=out, progress=False)
+    run_batch([SlideTask(safe_id, path)], good_process, out_dir=out, progress=False, run_files=RUN_FILES)
     written = [p for p in tmp_path.rglob("report.json")]
     assert written and all(out.resolve() in p.resolve().parents for p in written)
 
@@ -265,13 +266,13 @@ def test_input_sha256_cache(tmp_path: Path) -> None:
     assert input_sha256(slide, cache) != "cached"
     out = tmp_path / "out"
     task = SlideTask("s", slide, None, {"input_sha256": input_sha256(slide)})
-    run_batch([task], good_process, out_dir=out, progress=False)
+    run_batch([task], good_process, out_dir=out, progress=False, run_files=RUN_FILES)
     assert load_hash_cache(out)[str(slide.resolve())]["sha256"] == task.input_key["input_sha256"]
 
 
 def test_rebuild_with_explicit_classes(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run_batch(make_tasks(tmp_path / "in", 2), good_process, out_dir=out, progress=False)
-    rebuild_run_files(out, ["other_srct"])
+    run_batch(make_tasks(tmp_path / "in", 2), good_process, out_dir=out, progress=False, run_files=RUN_FILES)
+    rebuild_run_files(out, prediction_run_files(["other_srct"]))
     assert "prob_other_srct" in read_csv(out / "predictions.csv")[0]
     assert "prob_neuroendocrine" not in read_csv(out / "predictions.csv")[0]

@@ -10,7 +10,7 @@ import pytest
 
 from histo_net.cli.main import main
 from histo_net.config import TilingConfig, load_config
-from histo_net.wsi.tiling import read_tiles_h5
+from histo_net.wsi.tiles_file import read_tiles_h5
 from tests.slide_fixtures import (
     write_empty_file,
     write_random_bytes,
@@ -41,18 +41,20 @@ def test_folder_with_corrupt_files_subprocess(good_slide: Path, tmp_path: Path) 
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
     )
     assert proc.returncode == 1, proc.stderr
-    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("histo-net tile: ")]
     assert len(failed) == 3, proc.stderr
     for name in ("empty.svs", "random.svs", "cut.tif"):
         assert sum(name in line for line in failed) == 1
     assert "Traceback" not in proc.stderr + proc.stdout
-    other = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("FAILED")]
+    other = [ln for ln in proc.stderr.splitlines() if ln.strip() and ln not in failed]
     assert len(other) == 1 and other[0].startswith("tiled 1/4"), proc.stderr  # no warnings
     assert "good: " in proc.stdout and "tiles, tissue" in proc.stdout and "tiff-resolution" in proc.stdout
-    coords, attrs = read_tiles_h5(out / "tiles" / "good.h5")
-    assert len(coords) > 0 and attrs["mpp_source"] == "tiff-resolution"
+    tiles = read_tiles_h5(out / "tiles" / "good.h5")
+    assert tiles.n_tiles > 0 and tiles.mpp_source == "tiff-resolution"
     assert (out / "tiles" / "good_qc.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "tiles").iterdir()) == ["good.h5", "good_qc.png"]
+    rows = (out / "tiling.csv").read_text().splitlines()
+    assert len(rows) == 5 and sum(",failed," in r for r in rows) == 3
 
 
 def test_skip_then_overwrite_and_options(good_slide: Path, tmp_path: Path,
@@ -63,8 +65,7 @@ def test_skip_then_overwrite_and_options(good_slide: Path, tmp_path: Path,
     first = capsys.readouterr().out
     assert "good: " in first and "skipped" not in first
     h5 = out / "tiles" / "good.h5"
-    _, attrs = read_tiles_h5(h5)
-    assert attrs["tile_size_px"] == 128 and not (out / "tiles" / "good_qc.png").exists()
+    assert read_tiles_h5(h5).plan.tile_size_px == 128 and not (out / "tiles" / "good_qc.png").exists()
     mtime = h5.stat().st_mtime_ns
     assert main(args) == 0
     assert "skipped" in capsys.readouterr().out and h5.stat().st_mtime_ns == mtime
@@ -73,9 +74,9 @@ def test_skip_then_overwrite_and_options(good_slide: Path, tmp_path: Path,
     # changed settings re-tile without --overwrite
     assert main(args + ["--target-mpp", "1.0", "--set", "min_tissue_fraction=0.7"]) == 0
     assert "skipped" not in capsys.readouterr().out
-    _, attrs = read_tiles_h5(h5)
-    assert attrs["target_mpp"] == 1.0 and attrs["read_level"] == 1
-    assert attrs["tissue_fraction_min"] == 0.7
+    tiles = read_tiles_h5(h5)
+    assert tiles.plan.target_mpp == 1.0 and tiles.plan.level == 1
+    assert TilingConfig.model_validate_json(tiles.tiling_config_json).min_tissue_fraction == 0.7
 
 
 def test_slide_without_mpp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,8 +86,8 @@ def test_slide_without_mpp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert "nompp.tif" in err and "--mpp" in err and "Traceback" not in err
     assert main(["tile", str(path), "--out", str(out), "--mpp", "0.5"]) == 0
-    _, attrs = read_tiles_h5(out / "tiles" / "nompp.h5")
-    assert attrs["mpp_source"] == "override" and attrs["slide_mpp"] == 0.5
+    tiles = read_tiles_h5(out / "tiles" / "nompp.h5")
+    assert tiles.mpp_source == "override" and tiles.slide_mpp == 0.5
 
 
 def test_usage_and_config_errors(good_slide: Path, tmp_path: Path,

@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from histo_net.errors import HistoNetError
-from histo_net.features.embed import (
-    SlideEmbedding,
-    embed_slide,
-    read_features_h5,
-    write_features_h5,
-)
+from histo_net.features.embed import SlideEmbedding, embed_slide
+from histo_net.features.store import read_features_h5, write_features_h5
 from histo_net.wsi.slide import open_slide
 
 

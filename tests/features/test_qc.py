@@ -35,9 +35,9 @@ def test_blur_lowers_laplacian_variance_and_is_flagged() -> None:
     q_sharp, q_blur = tile_qc_features(sharp).numpy(), tile_qc_features(blurred).numpy()
     assert (q_blur[:, 0] < 0.25 * q_sharp[:, 0]).all()
     ref = build_qc_reference(q_sharp)
-    assert slide_qc_summary(q_sharp, ref)["blurred_fraction"] == 0.0
+    assert slide_qc_summary(q_sharp, ref).blurred_fraction == 0.0
     summary = slide_qc_summary(q_blur, ref)
-    assert summary["blurred_fraction"] == 1.0 and summary["warnings"]
+    assert summary.blurred_fraction == 1.0 and summary.warnings
 
 
 def test_stain_shift_is_out_of_range() -> None:
@@ -45,8 +45,17 @@ def test_stain_shift_is_out_of_range() -> None:
     qc = np.concatenate([tile_qc_features(t).numpy() for t in slides])
     index = np.repeat(np.arange(4), 6)
     ref = build_qc_reference(qc, index)
-    assert slide_qc_summary(tile_qc_features(slides[0]).numpy(), ref)["stain_in_range"]
+    assert slide_qc_summary(tile_qc_features(slides[0]).numpy(), ref).stain_in_range
     shifted = (slides[0].float() * torch.tensor([0.55, 1.0, 0.6]).view(1, 3, 1, 1)).to(torch.uint8)
     summary = slide_qc_summary(tile_qc_features(shifted).numpy(), ref)
-    assert not summary["stain_in_range"]
-    assert summary["stain_distance"] > ref["stain_distance_limit"]
+    assert not summary.stain_in_range
+    assert summary.stain_distance > ref.stain_distance_limit
+
+
+def test_reference_round_trips_through_the_bundle_dict() -> None:
+    from histo_net.features.qc import QCReference
+
+    qc = tile_qc_features(_textured_tiles(6)).numpy()
+    ref = build_qc_reference(qc, np.repeat(np.arange(3), 2))
+    assert QCReference.from_dict(ref.to_dict()) == ref
+    assert QCReference.from_dict({}) is None and QCReference.from_dict(None) is None

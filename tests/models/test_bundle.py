@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from histo_net.errors import ModelBundleError
+from histo_net.features.qc import QCReference
 from histo_net.models import GatedAttentionMIL, TileClassifier
 from histo_net.models.bundle import (
     FORMAT_VERSION,
@@ -15,8 +16,8 @@ from histo_net.models.bundle import (
     library_versions,
     load_bundle,
     save_bundle,
-    write_model_card,
 )
+from histo_net.models.card import write_model_card
 from histo_net.models.checkpoint import save_checkpoint
 
 
@@ -32,7 +33,6 @@ def _bundle() -> ModelBundle:
         positive_class="net",
         target_mpp=0.5,
         tile_size_px=64,
-        normalization={"mean": encoder.init_kwargs["mean"], "std": encoder.init_kwargs["std"]},
         encoder_name="resnet18",
         encoder_kwargs=encoder.init_kwargs,
         encoder_state=encoder.state_dict(),
@@ -43,7 +43,7 @@ def _bundle() -> ModelBundle:
         indeterminate_band=(0.3, 0.6),
         training_config={"data_summary": {"slides": 10}},
         metrics={"test": {"auroc": 0.97, "auroc_ci": [0.9, 1.0]}},
-        qc_reference={"blur": 1.0},
+        qc_reference=QCReference((0.1,) * 5, (0.01,) * 5, 1.5, 1.0),
         versions=library_versions(),
     )
 
@@ -124,3 +124,23 @@ def test_save_refuses_non_plain_values(tmp_path: Path) -> None:
     ):
         save_bundle(tmp_path / "model.pt", bundle)
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_normalisation_has_one_source_and_old_files_load(tmp_path: Path) -> None:
+    bundle = _bundle()
+    with torch.no_grad():
+        state = dict(bundle.encoder_state)
+        state["mean"] = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)
+    bundle.encoder_state = state
+    assert bundle.normalization["mean"] == [10.0, 20.0, 30.0]
+    encoder = bundle.build_encoder()
+    assert encoder.mean.flatten().tolist() == [10.0, 20.0, 30.0]  # buffers, not kwargs, decide
+    payload = bundle.to_dict()
+    assert "normalization" not in payload and "mean" not in payload["encoder_kwargs"]
+    # a file from before: a stored "normalization" and mean/std among the encoder kwargs
+    legacy = {**payload, "normalization": {"mean": [1.0, 2.0, 3.0], "std": [1.0, 1.0, 1.0]},
+              "encoder_kwargs": {**payload["encoder_kwargs"], "mean": [1.0, 2.0, 3.0]}}
+    save_checkpoint(tmp_path / "legacy.pt", legacy)
+    loaded = load_bundle(tmp_path / "legacy.pt")
+    assert loaded.normalization["mean"] == [10.0, 20.0, 30.0]
+    assert loaded.encoder_hash() == bundle.encoder_hash()

@@ -16,9 +16,8 @@ from PIL import Image
 
 from histo_net.report.geojson import build_geojson, class_colours
 from histo_net.report.html import render_report_html
+from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import (
-    GalleryTile,
-    SlideReport,
     attention_color_range,
     build_report_json,
     render_images,

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from histo_net.train.data import (
-    BagDataset,
-    BalancedSampler,
-    MultiSlideTileDataset,
-    TileDataset,
-    TileSource,
-    cap_indices,
-    collate_bags,
-)
+from histo_net.features.tiles import TileDataset
+from histo_net.train.data import BalancedSampler, MultiSlideTileDataset, TileSource, cap_indices
+from histo_net.train.mil import BagDataset, collate_bags
 from histo_net.wsi.slide import open_slide
 
 
@@ -78,10 +72,17 @@ def test_balanced_sampler_balances_and_shards() -> None:
 
 
 def test_bags_and_collate() -> None:
-    feats = [np.ones((5, 4), np.float32), 2 * np.ones((2, 4), np.float32)]
-    ds = BagDataset(feats, [0, 1], max_tiles=3, training=True, seed=0)
+    feats = [torch.arange(20.0).reshape(5, 4), 2 * torch.ones((2, 4))]
+    ds = BagDataset(feats, [0, 1], max_tiles=3, seed=0)
     assert ds[0][0].shape == (3, 4) and ds[1][0].shape == (2, 4)
-    bags, mask, labels, index = collate_bags([BagDataset(feats, [0, 1])[i] for i in range(2)])
+    first = ds[0][0]
+    assert torch.equal(first, ds[0][0])  # same epoch: same draw
+    ds.set_epoch(1)
+    draws = {tuple(ds[0][0][:, 0].tolist()) for _ in range(1)}
+    ds.set_epoch(2)
+    draws.add(tuple(ds[0][0][:, 0].tolist()))
+    assert len(draws | {tuple(first[:, 0].tolist())}) > 1  # epochs draw different subsets
+    (bags, mask), labels = collate_bags([BagDataset(feats, [0, 1])[i] for i in range(2)])
     assert bags.shape == (2, 5, 4) and mask.sum(1).tolist() == [5, 2]
-    assert labels.tolist() == [0, 1] and index.tolist() == [0, 1]
+    assert labels.tolist() == [0, 1]
     assert float(bags[1, 2:].abs().sum()) == 0.0

@@ -45,7 +45,7 @@ def test_train_writes_loadable_bundle_and_finite_metrics(trained_run: Path) -> N
     assert raw["class_names"] == ["neuroendocrine", "other_small_round_cell"]
     bundle = load_bundle(trained_run / "model.pt")
     assert bundle.tile_class_names[0] == "non_tumour" and bundle.tile_size_px == 64
-    assert bundle.qc_reference["feature_names"]
+    assert bundle.qc_reference is not None and bundle.qc_reference.feature_names
     encoder, mil = bundle.build_encoder(), bundle.build_mil()
     with torch.no_grad():
         feats = encoder.forward_features(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
@@ -69,21 +69,31 @@ def test_no_patient_in_two_splits(trained_run: Path) -> None:
     assert set().union(*seen.values()) == {"train", "val", "test"}
 
 
+def _stamps(run: Path) -> dict[str, int]:
+    files = [run / "model.pt", run / "checkpoints" / "tile_cnn.pt", *sorted((run / "features").glob("*.h5")),
+             *sorted((run / "tiles").glob("*.h5"))]
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in files}
+
+
 def test_rerun_skips_finished_stages(trained_run: Path, tiny_cohort: Path) -> None:
-    stamp = (trained_run / "model.pt").stat().st_mtime_ns
-    t0 = time.perf_counter()
+    before = _stamps(trained_run)
+    log_rows = (trained_run / "logs" / "tile_cnn.csv").read_text()
     assert main(["train", "--manifest", str(tiny_cohort), "--out", str(trained_run), *FAST]) == 0
-    assert (trained_run / "model.pt").stat().st_mtime_ns == stamp
-    assert time.perf_counter() - t0 < 60  # no retraining (training takes longer)
+    assert _stamps(trained_run) == before  # nothing was tiled, trained or embedded again
+    assert (trained_run / "logs" / "tile_cnn.csv").read_text() == log_rows
 
 
-def test_evaluate_command(trained_run: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+def test_evaluate_on_a_held_out_cohort_shows_learning(trained_run: Path, tiny_heldout_cohort: Path,
+                                                      tmp_path: Path) -> None:
+    """The model learned: on slides of another seed it beats chance clearly (not only finite)."""
     out = tmp_path / "eval"
     assert main(["evaluate", "--model", str(trained_run / "model.pt"), "--manifest",
-                 str(tiny_cohort), "--out", str(out), "--workers", "0"]) == 0
+                 str(tiny_heldout_cohort), "--out", str(out), "--workers", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_slides"] == 8
-    assert math.isfinite(metrics["slide_auroc"]) and math.isfinite(metrics["attention_localisation_auroc"])
+    assert metrics["tile_auroc_tumour_vs_non_tumour"] > 0.85, metrics
+    assert metrics["slide_auroc"] >= 0.75, metrics
+    assert math.isfinite(metrics["attention_localisation_auroc"])
     assert (out / "roc.png").is_file() and (out / "report.md").is_file()
 
 
@@ -99,6 +109,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "histo_net", "train", *args]
 
 
+@pytest.mark.slow
 def test_kill_during_stage1_then_resume(trained_run: Path, tiny_cohort: Path, tmp_path: Path) -> None:
     """Acceptance 3: SIGKILL after the first stage-1 checkpoint, --resume finishes in line."""
     run = tmp_path / "RUN"

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from histo_net.errors import ModelBundleError
+from histo_net.errors import ModelBundleError, NonFiniteLossError
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
-from histo_net.train.engine import FitResult, NonFiniteLossError, evaluate, fit, train_one_epoch
+from histo_net.train.engine import FitConfig, FitResult, evaluate, fit, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -70,12 +70,8 @@ def _fit(
             model,
             train,
             val,
-            epochs=epochs,
-            lr=1e-2,
-            weight_decay=1e-4,
+            FitConfig(epochs=epochs, lr=1e-2, weight_decay=1e-4, amp=amp, patience=10),
             device=CPU,
-            amp=amp,
-            patience=10,
             checkpoint_path=tmp / "ckpt.pt",
             resume=resume,
             log_csv=tmp / "log.csv",
@@ -96,7 +92,7 @@ def test_tiny_model_learns(tmp_path: Path) -> None:
     model = TinyNet()
     model.load_state_dict(result.best_state_dict)
     out = evaluate(model, _loaders()[1], device=CPU, amp=False)
-    assert out["logits"].shape == (32, 2) and out["labels"].shape == (32,)
+    assert out.logits.shape == (32, 2) and out.labels.shape == (32,)
     with open(tmp_path / "log.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and "val_auroc" in rows[0]
@@ -109,9 +105,9 @@ def test_amp_path_runs() -> None:
     train, val = _loaders()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     stats = train_one_epoch(model, train, opt, device=CPU, amp=True, progress=False)
-    assert torch.isfinite(torch.tensor(stats["loss"])) and stats["tiles_per_s"] > 0
+    assert torch.isfinite(torch.tensor(stats["loss"])) and stats["items_per_s"] > 0
     out = evaluate(model, val, device=CPU, amp=True)
-    assert out["logits"].dtype.name == "float32"
+    assert out.logits.dtype.name == "float32"
 
 
 def test_non_finite_loss_raises() -> None:
@@ -132,6 +128,7 @@ def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
     assert len(resumed.history) == len(full.history) == 4
     for a, b in zip(full.history, resumed.history, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["epoch"] == 3
     assert resumed.best_epoch == full.best_epoch
     for key, value in full.best_state_dict.items():
         assert torch.equal(value, resumed.best_state_dict[key]), key

@@ -98,9 +98,36 @@ def test_train_mil_learns_and_attends_to_signal() -> None:
         )[1]
         for _ in range(2)
     ]
-    assert short[0] == short[1]  # deterministic for a seed
+    losses = [[(h["train_loss"], h["val_loss"]) for h in run] for run in short]
+    assert losses[0] == losses[1]  # deterministic for a seed
 
 
 def test_class_weights() -> None:
     w = class_weights_from_labels([0, 0, 0, 1], 3)
     assert w[2] == 0 and w[1] == pytest.approx(3 * w[0])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_mil_training_resumes_from_its_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    """MIL goes through the one training loop: an interrupted run resumes to the same result."""
+    gen = torch.Generator().manual_seed(3)
+    train_bags, train_y = _bags(12, gen)
+    val_bags, val_y = _bags(6, gen)
+    kwargs = {"num_classes": 2, "mil_kwargs": {"hidden_dim": 16, "attn_dim": 8}, "epochs": 4,
+              "max_bag_size": 16, "patience": 10, "seed": 2}
+    _, full = train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "a.pt", **kwargs)
+
+    def stop_after_first(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "b.pt",
+                  on_epoch_end=stop_after_first, **kwargs)
+    model, resumed = train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "b.pt",
+                               resume=True, **kwargs)
+    assert [h["train_loss"] for h in resumed] == [h["train_loss"] for h in full]
+    assert [h["val_loss"] for h in resumed] == [h["val_loss"] for h in full]

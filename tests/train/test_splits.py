@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from histo_net.train.manifest import TrainSlide
 from histo_net.train.splits import (
     patient_splits,
     read_splits_csv,
     slide_splits,
     write_splits_csv,
 )
+from histo_net.wsi.inputs import SlideSpec
 
 
-def _slides(n_patients: int = 20) -> list[TrainSlide]:
+def _slides(n_patients: int = 20) -> list[SlideSpec]:
     slides = []
     for p in range(n_patients):
         label = "neuroendocrine" if p % 2 else "other_small_round_cell"
         for k in range(1 + p % 3):  # patients with 1-3 slides
-            slides.append(TrainSlide(f"s{p}_{k}", f"p{p}", Path(f"/x/{p}_{k}.svs"), label))
+            slides.append(SlideSpec(f"s{p}_{k}", Path(f"/x/{p}_{k}.svs"), patient_id=f"p{p}", label=label))
     return slides
 
 

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from histo_net.train.transforms import (
-    HEDJitter,
-    eval_transform,
-    hed_to_rgb,
-    rgb_to_hed,
-    seed_worker,
-    to_chw_uint8,
-    train_transform,
-)
+from histo_net.features.tiles import to_chw_tensor
+from histo_net.stain import hed_to_rgb, rgb_to_hed
+from histo_net.train.data import AlbumentationsTransform, seed_worker
+from histo_net.train.transforms import HEDJitter, eval_transform, train_transform
 
 
 def _he_tile(size: int = 48) -> np.ndarray:
@@ -60,13 +55,13 @@ def test_train_transform_is_random() -> None:
     assert len(outs) > 1
 
 
-def test_to_chw_uint8() -> None:
+def test_to_chw_tensor() -> None:
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    chw = to_chw_uint8(rgb)
-    assert chw.shape == (3, 2, 3) and chw.dtype == torch.uint8
+    chw = to_chw_tensor(rgb)
+    assert chw.shape == (3, 2, 3) and chw.dtype == torch.uint8 and chw.is_contiguous()
     assert chw[1, 0, 2] == rgb[0, 2, 1]
-    with pytest.raises(ValueError):
-        to_chw_uint8(rgb.astype(np.float32))
+    view = np.ascontiguousarray(rgb)[:, ::-1]  # a negative-stride view must be copied, not shared
+    assert torch.equal(to_chw_tensor(view), torch.from_numpy(view.copy()).permute(2, 0, 1))
 
 
 class _AugDataset(torch.utils.data.Dataset):
@@ -74,13 +69,13 @@ class _AugDataset(torch.utils.data.Dataset):
 
     def __init__(self) -> None:
         self.tile = _he_tile(32)
-        self.transform = train_transform(32, seed=0)
+        self.transform = AlbumentationsTransform(train_transform(32, seed=0))
 
     def __len__(self) -> int:
         return 4
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return to_chw_uint8(self.transform(image=self.tile)["image"])
+        return self.transform(self.tile)
 
 
 def test_seed_worker_gives_workers_distinct_streams(monkeypatch: pytest.MonkeyPatch) -> None:

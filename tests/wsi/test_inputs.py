@@ -53,7 +53,7 @@ def test_manifest_columns_and_relative_paths(tmp_path: Path) -> None:
     s1, s2 = specs
     assert s1 == SlideSpec("S1", (tmp_path / "data" / "s1.svs").resolve(), "P1", "NET", 0.25,
                            (tmp_path / "data" / "ann" / "s1.geojson").resolve(), {"site": "lung"})
-    assert s2.slide_id == "evil_id" and s2.path == tmp_path / "abs.svs"
+    assert s2.slide_id == "evil_id" and s2.path == (tmp_path / "abs.svs").resolve()
     assert (s2.label, s2.mpp, s2.annotations) == (None, None, None)
     # the CLI --mpp beats the manifest column
     assert {s.mpp for s in resolve_inputs([csv], mpp_override=0.5)} == {0.5}
@@ -67,10 +67,10 @@ def test_manifest_errors_list_all_bad_rows(tmp_path: Path) -> None:
         read_manifest(csv)
     message = str(info.value)
     assert "m.csv" in message and "\n" not in message
-    for part in ("row 2: empty slide_id", "row 3: empty path", "bad mpp 'abc'",
-                 "row 4: duplicate slide_id 'A'", "outside"):
+    for part in ("line 3: empty slide_id", "line 4: empty path", "bad mpp 'abc'",
+                 "line 5: duplicate slide id 'A' (first on line 2)", "outside"):
         assert part in message
-    assert "row 1:" not in message
+    assert "line 2:" not in message
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,28 @@ def test_missing_manifest_and_empty_inputs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no slides found"):
         resolve_inputs([tmp_path / "empty"])
+
+
+def test_one_path_rule_ignores_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative manifest path means beside the CSV, even when the working folder has that file."""
+    from histo_net.train.manifest import validate_manifest
+
+    _touch(tmp_path / "cwd" / "s.svs")
+    _touch(tmp_path / "data" / "s.svs")
+    _touch(tmp_path / "data" / "t.svs")
+    csv = tmp_path / "data" / "m.csv"
+    csv.write_text("slide_id,patient_id,path,label\na,p1,s.svs,x\nb,p2,t.svs,y\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    beside = (tmp_path / "data" / "s.svs").resolve()
+    assert read_manifest(csv)[0].path == beside
+    assert validate_manifest(csv).slides[0].path == beside
+    assert resolve_inputs([Path("../data/m.csv")])[0].path == beside
+
+
+def test_same_file_twice_is_processed_once(tmp_path: Path) -> None:
+    slide = _touch(tmp_path / "slides" / "s1.svs")
+    csv = tmp_path / "m.csv"
+    csv.write_text("slide_id,path,label\nS1,slides/s1.svs,NET\n")
+    specs = resolve_inputs([tmp_path / "slides", csv, slide])
+    assert [s.slide_id for s in specs] == ["s1"] and specs[0].path == slide.resolve()
+    assert specs[0].label == "NET"  # the manifest's fields are kept

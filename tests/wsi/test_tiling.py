@@ -12,14 +12,12 @@ from PIL import Image
 from histo_net.config import TilingConfig
 from histo_net.errors import HistoNetError, MissingMPPError, NoTissueError
 from histo_net.wsi.slide import open_slide
+from histo_net.wsi.tiles_file import read_tiles_h5, write_tiles_h5
 from histo_net.wsi.tiling import (
     grid_tissue_fraction,
-    read_tiles_h5,
     tile_slide,
-    tiling_settings_match,
-    write_tiles_h5,
-    write_tissue_qc_png,
 )
+from histo_net.wsi.tiling_qc import write_tissue_qc_png
 from histo_net.wsi.tissue import saturation
 from tests.slide_fixtures import (
     area_resize_reference,
@@ -115,16 +113,17 @@ def test_h5_round_trip_and_settings_match(synth: tuple[Path, np.ndarray], tmp_pa
     out = tmp_path / "tiles" / "synth.h5"
     write_tiles_h5(out, result)
     assert [p.name for p in out.parent.iterdir()] == ["synth.h5"]  # no temp file left
-    coords, attrs = read_tiles_h5(out)
-    np.testing.assert_array_equal(coords, result.coords)
-    assert attrs == result.attrs
+    tiles = read_tiles_h5(out)
+    np.testing.assert_array_equal(tiles.coords, result.coords)
+    assert tiles.plan == result.plan and tiles.slide_mpp == MPP
+    assert tiles.level0_size == (result.attrs["level0_width"], result.attrs["level0_height"])
     with h5py.File(out, "r") as h5:  # the CLAM / TRIDENT layout
-        assert h5["coords"].dtype == np.int64 and h5["coords"].shape == (len(coords), 2)
-        assert h5["tissue_fraction"].shape == (len(coords),)
-    assert tiling_settings_match(attrs, cfg, MPP)
-    assert not tiling_settings_match(attrs, TilingConfig(tile_size_px=256), MPP)
-    assert not tiling_settings_match(attrs, cfg, 0.25)
-    assert not tiling_settings_match({}, cfg, MPP)
+        assert h5["coords"].dtype == np.int64 and h5["coords"].shape == (tiles.n_tiles, 2)
+        assert h5["tissue_fraction"].shape == (tiles.n_tiles,)
+        assert {k: h5.attrs[k] for k in result.attrs} == result.attrs
+    assert tiles.settings_match(cfg, MPP)
+    assert not tiles.settings_match(TilingConfig(tile_size_px=256), MPP)
+    assert not tiles.settings_match(cfg, 0.25)
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     with pytest.raises(HistoNetError, match="bad.h5"):

@@ -1,0 +1,88 @@
+"""The typed per-slide prediction record (stored in the batch state) and ``predictions.csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from histo_net.batch.state import DONE, RunFiles, SlideState
+from histo_net.io_utils import json_safe
+
+
+@dataclass
+class SlideSummary:
+    """What one slide's prediction returns to the batch runner.
+
+    ``probabilities`` are calibrated, keyed by class name; ``status`` is the decision's
+    status (``ok`` / ``indeterminate``).
+    """
+
+    predicted_class: str
+    status: str
+    probabilities: dict[str, float]
+    tile_count: int
+    input_sha256: str = ""
+    bundle_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def indeterminate(self) -> bool:
+        """True when the call fell in the indeterminate band."""
+        return self.status != "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict for the slide's state file."""
+        return json_safe({**asdict(self), "indeterminate": self.indeterminate})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SlideSummary | None:
+        """Inverse of :meth:`to_json`; None for an empty summary (a failed slide)."""
+        if not data or "predicted_class" not in data:
+            return None
+        return cls(predicted_class=str(data["predicted_class"]), status=str(data.get("status", "ok")),
+                   probabilities={str(k): float(v) for k, v in (data.get("probabilities") or {}).items()},
+                   tile_count=int(data.get("tile_count") or 0),
+                   input_sha256=str(data.get("input_sha256") or ""),
+                   bundle_sha256=str(data.get("bundle_sha256") or ""),
+                   extra=dict(data.get("extra") or {}))
+
+
+def _class_names_from(summaries: Sequence[SlideSummary | None]) -> list[str]:
+    names: list[str] = []
+    for summary in summaries:
+        for name in summary.probabilities if summary else ():
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def predictions_csv_text(states: Sequence[SlideState], class_names: Sequence[str] | None = None) -> str:
+    """predictions.csv: slide_id, path, status, label, predicted_class, prob_<class>...,
+    indeterminate, tile_count, error (one row per state, in the given order)."""
+    summaries = [SlideSummary.from_json(s.summary) if s.status == DONE else None for s in states]
+    names = list(class_names) if class_names is not None else _class_names_from(summaries)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["slide_id", "path", "status", "label", "predicted_class",
+                     *[f"prob_{c}" for c in names], "indeterminate", "tile_count", "error"])
+    for state, summ in zip(states, summaries):
+        probs = summ.probabilities if summ else {}
+        writer.writerow([
+            state.slide_id, state.path, state.status, state.label or "",
+            summ.predicted_class if summ else "",
+            *["" if probs.get(c) is None else f"{float(probs[c]):.6f}" for c in names],
+            "" if summ is None else str(summ.indeterminate).lower(),
+            "" if summ is None else summ.tile_count, state.error or "",
+        ])
+    return buffer.getvalue()
+
+
+def prediction_run_files(class_names: Sequence[str] | None = None) -> RunFiles:
+    """The predict stage's run files for :func:`histo_net.batch.runner.run_batch`."""
+    def files(states: list[SlideState]) -> dict[str, str]:
+        return {"predictions.csv": predictions_csv_text(states, class_names)}
+
+    return files
