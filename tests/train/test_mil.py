@@ -111,7 +111,7 @@ class _Stop(Exception):
     pass
 
 
-def test_mil_training_resumes_from_its_checkpoint(tmp_path) -> None:  # noqa: ANN001
+def test_mil_training_resumes_from_its_checkpoint(tmp_path) -> None:
     """MIL goes through the one training loop: an interrupted run resumes to the same result."""
     gen = torch.Generator().manual_seed(3)
     train_bags, train_y = _bags(12, gen)
