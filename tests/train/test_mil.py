@@ -127,7 +127,7 @@ def test_mil_training_resumes_from_its_checkpoint(tmp_path) -> None:
     with pytest.raises(_Stop):
         train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "b.pt",
                   on_epoch_end=stop_after_first, **kwargs)
-    model, resumed = train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "b.pt",
+    _, resumed = train_mil(train_bags, train_y, val_bags, val_y, checkpoint_path=tmp_path / "b.pt",
                                resume=True, **kwargs)
     assert [h["train_loss"] for h in resumed] == [h["train_loss"] for h in full]
     assert [h["val_loss"] for h in resumed] == [h["val_loss"] for h in full]
