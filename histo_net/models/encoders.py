@@ -115,10 +115,12 @@ class PretrainedEncoder(nn.Module):
         weights_path: Path | str | None = None,
         num_classes: int = 0,
         random_init: bool = False,
+        expected_sha256: str | None = None,
     ) -> None:
         """Build from ``preset``; load ``weights_path`` (strict) or, for tests and benchmarks,
         ``random_init=True``. ``ConfigError`` when a preset that needs weights gets none;
-        ``ModelBundleError`` for a missing, unsafe, corrupt or mismatching file.
+        ``ModelBundleError`` for a missing, unsafe, corrupt or mismatching file, or one
+        whose sha256 is not ``expected_sha256`` (checked before loading).
         """
         super().__init__()
         preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -139,7 +141,8 @@ class PretrainedEncoder(nn.Module):
         if weights_path is None:
             trunk = build_trunk(preset, "cpu")
         else:
-            state, self.weights = read_state_dict(weights_path)  # fail fast, before building
+            # fail fast (sha256, format, keys) before building anything
+            state, self.weights = read_state_dict(weights_path, expected_sha256)
             trunk = build_trunk(preset, "meta")
             load_state_strict(trunk, state, path=self.weights.path,
                               what=f"encoder preset '{preset.name}' ({preset.architecture})",

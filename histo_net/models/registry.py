@@ -105,13 +105,16 @@ def create_encoder(
     weights_path: str | Path | None = None,
     num_classes: int = 0,
     random_init: bool = False,
+    expected_sha256: str | None = None,
 ) -> PretrainedEncoder:
     """Build preset ``name`` with weights from the local file ``weights_path`` (never a hub).
 
-    ``random_init=True`` instead of a file is for tests and benchmarks.
+    ``expected_sha256`` refuses any other file; ``random_init=True`` instead of a file
+    is for tests and benchmarks.
     """
     return PretrainedEncoder(get_preset(name), weights_path=weights_path,
-                             num_classes=num_classes, random_init=random_init)
+                             num_classes=num_classes, random_init=random_init,
+                             expected_sha256=expected_sha256)
 
 
 def _strip_head(model: nn.Module, attr: str, embed_dim: int) -> nn.Module:

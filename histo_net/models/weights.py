@@ -82,12 +82,28 @@ def unwrap_state_dict(obj: dict[str, Any], path: Path) -> dict[str, Tensor]:
     return state
 
 
-def read_state_dict(path: Path | str) -> tuple[dict[str, Tensor], WeightsFile]:
-    """``(state dict on CPU, provenance)`` of a local weights file; ``ModelBundleError`` else."""
+def read_state_dict(path: Path | str, expected_sha256: str | None = None
+                    ) -> tuple[dict[str, Tensor], WeightsFile]:
+    """``(state dict on CPU, provenance)`` of a local weights file; ``ModelBundleError`` else.
+
+    The file is hashed first; with ``expected_sha256`` (e.g. recorded in a bundle) a
+    different file is refused before anything is loaded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelBundleError(f"{path}: weights file not found")
     suffix = path.suffix.lower()
+    if suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        raise ModelBundleError(
+            f"{path}: unsupported weights file type '{suffix}' "
+            f"(use {', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)})"
+        )
+    sha256 = file_sha256(path)
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise ModelBundleError(
+            f"{path}: sha256 {sha256[:16]}... differs from the expected {expected_sha256[:16]}... "
+            f"(not the weights file this model was trained with)"
+        )
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -97,15 +113,10 @@ def read_state_dict(path: Path | str) -> tuple[dict[str, Tensor], WeightsFile]:
         except (SafetensorError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelBundleError(f"{path}: corrupt or not a safetensors file ({first})") from None
-    elif suffix in TORCH_SUFFIXES:
-        raw = load_checkpoint(path)  # weights_only=True; refuses pickled code
     else:
-        raise ModelBundleError(
-            f"{path}: unsupported weights file type '{suffix}' "
-            f"(use {', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)})"
-        )
+        raw = load_checkpoint(path)  # weights_only=True; refuses pickled code
     state = unwrap_state_dict(raw, path)
-    return state, WeightsFile(path=path, sha256=file_sha256(path), size_bytes=path.stat().st_size)
+    return state, WeightsFile(path=path, sha256=sha256, size_bytes=path.stat().st_size)
 
 
 def _names(keys: list[str]) -> str:

@@ -99,8 +99,12 @@ def test_feature_key_tracks_weights_not_head(small_files: dict[str, Path], tmp_p
     c = PretrainedEncoder("vit-small-test", weights_path=tmp_path / "other.bin")
     assert a.weights_sha256 != b.weights_sha256  # different file formats, different bytes
     assert a.feature_key() != c.feature_key() and len(a.feature_key()) == 64
-    again = PretrainedEncoder("vit-small-test", weights_path=small_files["safetensors"])
+    again = create_encoder("vit-small-test", weights_path=small_files["safetensors"],
+                           expected_sha256=a.weights_sha256)
     assert a.feature_key() == again.feature_key()
+    with pytest.raises(ModelBundleError, match="other.bin: sha256 .* differs"):
+        create_encoder("vit-small-test", weights_path=tmp_path / "other.bin",
+                       expected_sha256=a.weights_sha256)
 
 
 def test_wrong_tile_size_and_missing_weights_are_typed(small_files: dict[str, Path]) -> None:

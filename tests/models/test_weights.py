@@ -111,3 +111,13 @@ def test_state_sha256_tracks_values() -> None:
     a, b = _state(0), _state(1)
     assert state_sha256(a) == state_sha256({k: v.clone() for k, v in a.items()})
     assert state_sha256(a) != state_sha256(b)
+
+
+def test_expected_sha256_refuses_another_file(tmp_path: Path) -> None:
+    torch.save(_state(0), tmp_path / "a.bin")
+    torch.save(_state(1), tmp_path / "b.bin")
+    sha_a = read_state_dict(tmp_path / "a.bin")[1].sha256
+    assert read_state_dict(tmp_path / "a.bin", expected_sha256=sha_a.upper())[1].sha256 == sha_a
+    with pytest.raises(ModelBundleError) as info:
+        read_state_dict(tmp_path / "b.bin", expected_sha256=sha_a)
+    assert "b.bin: sha256" in _one_line(info) and f"expected {sha_a[:16]}" in str(info.value)
