@@ -135,10 +135,12 @@ def save_upstream_files(state: dict[str, Tensor], folder: Path) -> dict[str, Pat
     return paths
 
 
-def check_matches_upstream(name: str, folder: Path, n_tiles: int = 2) -> dict[str, object]:
+def check_matches_upstream(name: str, folder: Path, n_tiles: int = 2,
+                           keep_files: bool = False) -> dict[str, object]:
     """Build upstream ``name`` with random weights, save it in its published layout, load each
     file through :class:`PretrainedEncoder` and compare embeddings. Frees memory as it goes
-    (the giants are ~4.5 GB each). Returns a small summary for the assertion messages.
+    (the giants are ~4.5 GB each). Returns ``{"dim": D, fmt: max abs diff, "paths": ...}``;
+    the files are deleted unless ``keep_files``.
     """
     from histo_net.models.encoders import PretrainedEncoder
     from histo_net.models.presets import get_preset
@@ -153,7 +155,7 @@ def check_matches_upstream(name: str, folder: Path, n_tiles: int = 2) -> dict[st
     del model
     gc.collect()
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()  # (n,3,T,T) uint8
-    out: dict[str, object] = {"dim": int(ref.shape[1])}
+    out: dict[str, object] = {"dim": int(ref.shape[1]), "paths": paths}
     for fmt, path in paths.items():
         encoder = PretrainedEncoder(preset, weights_path=path)
         with torch.inference_mode():
@@ -164,5 +166,6 @@ def check_matches_upstream(name: str, folder: Path, n_tiles: int = 2) -> dict[st
         out[fmt] = float((got - ref).abs().max())
         del encoder, got
         gc.collect()
-        path.unlink()
+        if not keep_files:
+            path.unlink()
     return out

@@ -22,24 +22,28 @@ from histo_net.models.registry import create_encoder
 from tests.models.encoder_upstream import (
     check_matches_upstream,
     random_tiles,
-    save_upstream_files,
-    upstream_recipe,
 )
 
 GIANT = ("uni", "uni2-h", "virchow2", "h-optimus-0", "h-optimus-1", "prov-gigapath")
 
 
 @pytest.fixture(scope="module")
-def small_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def small_check(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The test preset checked against upstream once; its files (.safetensors, .bin) kept."""
+    return check_matches_upstream("vit-small-test", tmp_path_factory.mktemp("vit_small"),
+                                  keep_files=True)
+
+
+@pytest.fixture(scope="module")
+def small_files(small_check: dict[str, object]) -> dict[str, Path]:
     """The test preset's upstream model (seed 0) saved as .safetensors and .bin."""
-    torch.manual_seed(0)
-    model, _, _ = upstream_recipe("vit-small-test")
-    return save_upstream_files(model.state_dict(), tmp_path_factory.mktemp("vit_small"))
+    return small_check["paths"]  # type: ignore[return-value]
 
 
-def test_small_preset_matches_upstream(tmp_path: Path) -> None:
-    summary = check_matches_upstream("vit-small-test", tmp_path)
-    assert summary["dim"] == 384
+def test_small_preset_matches_upstream(small_check: dict[str, object]) -> None:
+    """Both published formats load and reproduce timm + torchvision-transform embeddings."""
+    assert small_check["dim"] == 384
+    assert set(small_check) >= {"safetensors", "bin"}
 
 
 @pytest.mark.slow
@@ -136,14 +140,13 @@ def test_key_mismatch_and_wrong_resolution_file(small_files: dict[str, Path],
         PretrainedEncoder("vit-small-test", weights_path=tmp_path / "at224.bin")
 
 
-def test_resize_and_crop_follow_torchvision() -> None:
+def test_resize_and_crop_follow_torchvision(small_files: dict[str, Path]) -> None:
     """A preset whose tiles need resizing: same as torchvision's tensor Resize+CenterCrop."""
     from torchvision import transforms as T
 
     preset = dataclasses.replace(get_preset("vit-small-test"), name="resize-test",
                                  tile_size_px=80, resize_px=73, crop_px=64)
-    enc = PretrainedEncoder(preset, random_init=True)
-    assert enc.weights_sha256 is None and len(enc.feature_key()) == 64
+    enc = PretrainedEncoder(preset, weights_path=small_files["bin"])
     x = torch.from_numpy(random_tiles(2, 80)).permute(0, 3, 1, 2)
     tf = T.Compose([T.Resize(73, antialias=True), T.CenterCrop(64),
                     T.Normalize(mean=preset.mean, std=preset.std)])
@@ -162,6 +165,8 @@ def test_no_network_during_build_and_load(small_files: dict[str, Path],
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     enc = PretrainedEncoder("vit-small-test", weights_path=small_files["safetensors"])
+    rand = PretrainedEncoder("vit-small-test", random_init=True)  # the random-init path too
+    assert rand.weights_sha256 is None and len(rand.feature_key()) == 64
     with torch.inference_mode():
         assert enc.forward_features(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 384)
 
