@@ -6,16 +6,25 @@ the built-in backbones are registered on first use by
 not change what is registered. Builders take keyword-only arguments and return
 an ``nn.Module`` whose ``forward`` maps ``(B,3,H,W)`` float images to ``(B,D)``
 features and that carries an ``embed_dim: int`` attribute (D).
+
+Pretrained encoders live beside the backbones as *presets*
+(:mod:`histo_net.models.presets`): frozen recipes that also fix the tile spec,
+preprocessing and pooling, built by :func:`create_encoder` into a
+:class:`~histo_net.models.encoders.PretrainedEncoder` that takes raw 0-255 tiles.
+They are a separate namespace: ``create_model`` builds trainable backbones only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
 
 from histo_net.errors import ConfigError
+from histo_net.models.encoders import PretrainedEncoder
+from histo_net.models.presets import EncoderPreset, get_preset, list_presets
 
 Builder = Callable[..., nn.Module]
 
@@ -45,8 +54,10 @@ class ModelRegistry:
         """The builder for ``name``; ``ConfigError`` listing choices when unknown."""
         cls.ensure_builtins()
         if name not in cls._builders:
+            hint = (f"; '{name}' is a pretrained encoder preset: use encoder.preset={name}"
+                    if name in list_presets() else "")
             raise ConfigError(
-                f"model '{name}': unknown model (choices: {', '.join(sorted(cls._builders))})"
+                f"model '{name}': unknown model (choices: {', '.join(sorted(cls._builders))}){hint}"
             )
         return cls._builders[name]
 
@@ -76,6 +87,34 @@ def list_models() -> list[str]:
     """Sorted registered model names."""
     ModelRegistry.ensure_builtins()
     return sorted(ModelRegistry._builders)
+
+
+def list_encoder_presets() -> list[str]:
+    """Sorted names of the pretrained encoder presets."""
+    return list_presets()
+
+
+def get_encoder_preset(name: str) -> EncoderPreset:
+    """The preset ``name``; ``ConfigError`` listing the choices when unknown."""
+    return get_preset(name)
+
+
+def create_encoder(
+    name: str,
+    *,
+    weights_path: str | Path | None = None,
+    num_classes: int = 0,
+    random_init: bool = False,
+    expected_sha256: str | None = None,
+) -> PretrainedEncoder:
+    """Build preset ``name`` with weights from the local file ``weights_path`` (never a hub).
+
+    ``expected_sha256`` refuses any other file; ``random_init=True`` instead of a file
+    is for tests and benchmarks.
+    """
+    return PretrainedEncoder(get_preset(name), weights_path=weights_path,
+                             num_classes=num_classes, random_init=random_init,
+                             expected_sha256=expected_sha256)
 
 
 def _strip_head(model: nn.Module, attr: str, embed_dim: int) -> nn.Module:
