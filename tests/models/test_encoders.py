@@ -186,7 +186,8 @@ def test_embed_slide_uses_the_encoder_unchanged(small_files: dict[str, Path],
     """The one features loop: embeddings == forward_features, tile_probs (N,0), QC, h5 roundtrip."""
     from PIL import Image
 
-    from histo_net.features.embed import embed_slide, read_features_h5, write_features_h5
+    from histo_net.features.embed import embed_slide
+    from histo_net.features.store import read_features_h5, write_features_h5
     from histo_net.wsi.slide import open_slide
 
     Image.fromarray(random_tiles(1, 128, seed=3)[0]).save(tmp_path / "s.png")
