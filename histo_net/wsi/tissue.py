@@ -1,10 +1,13 @@
 """Tissue detection on a low-resolution RGB image: pure numpy/scipy, no I/O.
 
-HSV saturation thresholded with Otsu, clipped to ``[saturation_floor,
-saturation_ceiling]`` so a blank slide stays blank (Otsu on glass noise would
-otherwise split noise) and an all-tissue image is not split into two stain
-classes; near-black pixels (below ``dark_floor``) are excluded; then closing,
-hole filling and small-object removal with sizes in um.
+HSV saturation thresholded with Otsu, clipped to ``[floor, saturation_ceiling]``
+so a blank slide stays blank (Otsu on glass noise would otherwise split noise)
+and an all-tissue image is not split into two stain classes. The floor is
+``saturation_floor`` lowered towards the glass: the median saturation of the
+brightest 10% of pixels plus ``GLASS_MARGIN``, never below ``MIN_FLOOR``, so a
+faintly stained section on clean glass is still found while tinted glass keeps
+the configured floor. Near-black pixels (below ``dark_floor``) are excluded;
+then closing, hole filling and small-object removal with sizes in um.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from scipy import ndimage
 
 from histo_net.config import TissueConfig
 from histo_net.types import BoolMask, MicronsPerPixel, RGBImage
+
+#: saturation above the glass's own that counts as stain
+GLASS_MARGIN = 0.03
+#: the adaptive floor never goes below this (blank-glass noise stays below it)
+MIN_FLOOR = 0.03
+#: the brightest this fraction of pixels estimates the glass
+GLASS_QUANTILE = 0.9
 
 
 def saturation(rgb: RGBImage) -> np.ndarray:
@@ -48,6 +58,20 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
         return 0.0
     plateau = np.flatnonzero(between >= best * (1 - 1e-9))  # flat across an empty gap
     return float(edges[(plateau[0] + plateau[-1]) // 2 + 1])
+
+
+def saturation_floor(rgb: RGBImage, sat: np.ndarray, configured_floor: float) -> float:
+    """Lowest threshold that stays clear of the glass: glass saturation + margin, in
+    ``[MIN_FLOOR, configured_floor]``.
+
+    The glass is estimated as the median saturation of the brightest pixels
+    (top ``1 - GLASS_QUANTILE`` by brightest channel); on an all-tissue image those
+    are pale tissue, so the floor stays at ``configured_floor``.
+    """
+    brightness = np.max(rgb, axis=2)
+    cut = np.quantile(brightness, GLASS_QUANTILE)
+    glass = float(np.median(sat[brightness >= cut]))
+    return float(np.clip(glass + GLASS_MARGIN, min(MIN_FLOOR, configured_floor), configured_floor))
 
 
 def _disk(radius_px: int) -> np.ndarray:
@@ -91,7 +115,8 @@ def tissue_mask(rgb: RGBImage, mpp: MicronsPerPixel, cfg: TissueConfig | None = 
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"tissue_mask expects (H,W,3) RGB, got shape {rgb.shape}")
     sat = saturation(rgb[..., :3])
-    threshold = min(max(otsu_threshold(sat), cfg.saturation_floor), cfg.saturation_ceiling)
+    floor = saturation_floor(rgb[..., :3], sat, cfg.saturation_floor)
+    threshold = min(max(otsu_threshold(sat), floor), cfg.saturation_ceiling)
     mask = sat > threshold
     if cfg.dark_floor > 0:  # near-black (scanner borders, ink) has noisy, high saturation
         mask &= rgb[..., :3].max(axis=2) >= cfg.dark_floor
