@@ -26,20 +26,29 @@ MIN_FLOOR = 0.03
 GLASS_QUANTILE = 0.9
 
 
-def saturation(rgb: RGBImage) -> np.ndarray:
-    """(H,W) float32 HSV saturation in [0, 1] of a (H,W,3) uint8 image (0 where black)."""
+def brightest_channel(rgb: RGBImage) -> np.ndarray:
+    """(H,W) uint8 maximum over R, G, B (HSV value), much faster than ``max(axis=2)``."""
+    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+
+
+def saturation(rgb: RGBImage, cmax: np.ndarray | None = None) -> np.ndarray:
+    """(H,W) float32 HSV saturation in [0, 1] of a (H,W,3) uint8 image (0 where black).
+
+    ``cmax`` is the precomputed :func:`brightest_channel`, if at hand.
+    """
     rgb = np.asarray(rgb)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    cmax = np.maximum(np.maximum(red, green), blue).astype(np.float32)  # faster than max(axis=2)
-    cmin = np.minimum(np.minimum(red, green), blue).astype(np.float32)
+    cmax = brightest_channel(rgb) if cmax is None else cmax
+    spread = cmax - np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])  # uint8, >= 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        sat = np.where(cmax > 0, (cmax - cmin) / cmax, 0.0)
-    return sat.astype(np.float32)
+        sat = spread.astype(np.float32) / cmax.astype(np.float32)
+    sat[cmax == 0] = 0.0
+    return sat
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu threshold of values in [0, 1] (histogram; middle of a flat optimum); 0.0 if constant."""
-    index = np.clip((np.asarray(values, np.float32) * bins).astype(np.int64), 0, bins - 1)
+    index = (np.asarray(values, np.float32) * np.float32(bins)).astype(np.int32)
+    np.clip(index, 0, bins - 1, out=index)
     hist = np.bincount(index.ravel(), minlength=bins).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     total = hist.sum()
@@ -60,16 +69,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[(plateau[0] + plateau[-1]) // 2 + 1])
 
 
-def saturation_floor(rgb: RGBImage, sat: np.ndarray, configured_floor: float) -> float:
+def saturation_floor(brightness: np.ndarray, sat: np.ndarray, configured_floor: float) -> float:
     """Lowest threshold that stays clear of the glass: glass saturation + margin, in
     ``[MIN_FLOOR, configured_floor]``.
 
-    The glass is estimated as the median saturation of the brightest pixels
-    (top ``1 - GLASS_QUANTILE`` by brightest channel); on an all-tissue image those
-    are pale tissue, so the floor stays at ``configured_floor``.
+    ``brightness`` (H,W) uint8 is the brightest channel, ``sat`` (H,W) the saturation.
+    The glass is estimated as the median saturation of the brightest pixels (at or
+    above the ``GLASS_QUANTILE`` brightness); on an all-tissue image those are pale
+    tissue, so the floor stays at ``configured_floor``.
     """
-    brightness = np.max(rgb, axis=2)
-    cut = np.quantile(brightness, GLASS_QUANTILE)
+    counts = np.cumsum(np.bincount(brightness.ravel(), minlength=256))
+    cut = int(np.searchsorted(counts, GLASS_QUANTILE * counts[-1]))
     glass = float(np.median(sat[brightness >= cut]))
     return float(np.clip(glass + GLASS_MARGIN, min(MIN_FLOOR, configured_floor), configured_floor))
 
@@ -77,6 +87,22 @@ def saturation_floor(rgb: RGBImage, sat: np.ndarray, configured_floor: float) ->
 def _disk(radius_px: int) -> np.ndarray:
     r = np.arange(-radius_px, radius_px + 1)
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_px**2
+
+
+def _closing(mask: BoolMask, disk: np.ndarray) -> BoolMask:
+    """Binary closing (dilate then erode) of a zero-padded mask; OpenCV when present (~10x faster).
+
+    Same result as ``ndimage.binary_closing(mask, structure=disk)`` while the padding
+    is at least the disk radius + 1.
+    """
+    try:
+        import cv2
+    except ImportError:  # optional: albumentations normally brings opencv
+        return ndimage.binary_closing(mask, structure=disk)
+    kernel = disk.astype(np.uint8)
+    closed = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_CLOSE, kernel,
+                              borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return closed.view(bool)
 
 
 def _remove_small(mask: BoolMask, min_px: float) -> BoolMask:
@@ -114,19 +140,19 @@ def tissue_mask(rgb: RGBImage, mpp: MicronsPerPixel, cfg: TissueConfig | None = 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"tissue_mask expects (H,W,3) RGB, got shape {rgb.shape}")
-    sat = saturation(rgb[..., :3])
-    floor = saturation_floor(rgb[..., :3], sat, cfg.saturation_floor)
+    brightness = brightest_channel(rgb)
+    sat = saturation(rgb, brightness)
+    floor = saturation_floor(brightness, sat, cfg.saturation_floor)
     threshold = min(max(otsu_threshold(sat), floor), cfg.saturation_ceiling)
     mask = sat > threshold
     if cfg.dark_floor > 0:  # near-black (scanner borders, ink) has noisy, high saturation
-        mask &= rgb[..., :3].max(axis=2) >= cfg.dark_floor
+        mask &= brightness >= cfg.dark_floor
     if not mask.any():
         return mask
     px_area_um2 = mpp * mpp
     radius_px = round(cfg.closing_um / mpp)
     if radius_px >= 1:
         pad = radius_px + 1
-        padded = np.pad(mask, pad)
-        mask = ndimage.binary_closing(padded, structure=_disk(radius_px))[pad:-pad, pad:-pad]
+        mask = _closing(np.pad(mask, pad), _disk(radius_px))[pad:-pad, pad:-pad]
     mask = _fill_small_holes(mask, cfg.max_hole_area_um2 / px_area_um2)
     return _remove_small(mask, cfg.min_tissue_area_um2 / px_area_um2)
