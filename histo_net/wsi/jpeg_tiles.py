@@ -42,8 +42,11 @@ from histo_net.wsi.pixels import paint_bilinear_saturate, premultiplied_to_rgb
 log = logging.getLogger(__name__)
 
 READER_NAME = "tifffile-jpeg"
-#: default budget of the decoded-tile LRU per reader (one per process / DataLoader worker)
+#: most memory the decoded-tile LRU of one reader (one per process / DataLoader worker) holds
 DEFAULT_CACHE_MIB = 96.0
+#: ...and at most this many level-0 tile rows: raster-order regions re-use the band of tile
+#: rows the previous row of regions touched (LRU: all of it must stay, about 3 rows)
+CACHE_TILE_ROWS = 4
 #: OpenSlide paints regions in chunks of at most this many level px per side
 OPENSLIDE_CHUNK_PX = 4096
 _JPEG, _RGB, _YCBCR, _CONTIG = 7, 2, 6, 1
@@ -221,7 +224,8 @@ class JpegTileReader:
     """Regions of a JPEG-tiled pyramid, pixel-equal to OpenSlide's ``read_region``.
 
     ``downsamples`` are OpenSlide's level downsamples (the same doubles, so
-    fractional level positions match). Not thread-safe; one per process.
+    fractional level positions match). The LRU holds at most ``cache_mib`` and at
+    most ``CACHE_TILE_ROWS`` rows of level-0 tiles. Not thread-safe; one per process.
     """
 
     name = READER_NAME
@@ -231,7 +235,8 @@ class JpegTileReader:
         self.path = Path(path)
         self.levels = levels
         self.downsamples = downsamples
-        self.cache_bytes = int(cache_mib * 2**20)
+        row_bytes = levels[0].tiles_across * levels[0].tile_w * levels[0].tile_h * 3
+        self.cache_bytes = int(min(cache_mib * 2**20, CACHE_TILE_ROWS * row_bytes))
         self._cache: OrderedDict[tuple[int, int], RGBImage] = OrderedDict()
         self._cached_bytes = 0
         self._fd: int | None = None
