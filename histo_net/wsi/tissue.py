@@ -1,4 +1,4 @@
-"""Tissue detection on a low-resolution RGB image: pure numpy/scipy, no I/O.
+"""Tissue detection on a low-resolution RGB image: pure numpy + OpenCV (scipy fallback), no I/O.
 
 HSV saturation thresholded with Otsu, clipped to ``[floor, saturation_ceiling]``
 so a blank slide stays blank (Otsu on glass noise would otherwise split noise)
@@ -13,7 +13,6 @@ then closing, hole filling and small-object removal with sizes in um.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from histo_net.config import TissueConfig
 from histo_net.types import BoolMask, MicronsPerPixel, RGBImage
@@ -89,29 +88,63 @@ def _disk(radius_px: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_px**2
 
 
+# OpenCV (optional, albumentations brings it) does the morphology and labelling when present:
+# same results as scipy.ndimage, and importing scipy.ndimage alone costs ~0.5 s per process;
+# both are imported inside the functions for that reason.
+
+
 def _closing(mask: BoolMask, disk: np.ndarray) -> BoolMask:
-    """Binary closing (dilate then erode) of a zero-padded mask; OpenCV when present (~10x faster).
+    """Binary closing (dilate then erode) of a zero-padded mask.
 
     Same result as ``ndimage.binary_closing(mask, structure=disk)`` while the padding
-    is at least the disk radius + 1.
+    is at least the disk radius + 1 (OpenCV about 9x faster).
     """
     try:
         import cv2
-    except ImportError:  # optional: albumentations normally brings opencv
+    except ImportError:
+        from scipy import ndimage
+
         return ndimage.binary_closing(mask, structure=disk)
-    kernel = disk.astype(np.uint8)
-    closed = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_CLOSE, kernel,
-                              borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    closed = cv2.morphologyEx(np.ascontiguousarray(mask).view(np.uint8), cv2.MORPH_CLOSE,
+                              disk.astype(np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return closed.view(bool)
+
+
+def erode_mask(mask: BoolMask, iterations: int = 1) -> BoolMask:
+    """``ndimage.binary_erosion(mask, iterations=iterations, border_value=0)`` (3x3 cross)."""
+    try:
+        import cv2
+    except ImportError:
+        from scipy import ndimage
+
+        return ndimage.binary_erosion(mask, iterations=iterations, border_value=0)
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    out = cv2.erode(np.ascontiguousarray(mask).view(np.uint8), cross, iterations=iterations,
+                    borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.view(bool)
+
+
+def _components(mask: BoolMask) -> tuple[np.ndarray, np.ndarray]:
+    """4-connected components: ``(labels (H,W) int32, sizes (n+1,) px)``; label 0 is outside."""
+    try:
+        import cv2
+    except ImportError:
+        from scipy import ndimage
+
+        labels, _ = ndimage.label(mask)
+        return labels, np.bincount(labels.ravel())
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    sizes = stats[:, cv2.CC_STAT_AREA]
+    return labels, sizes
 
 
 def _remove_small(mask: BoolMask, min_px: float) -> BoolMask:
     if min_px <= 1:
         return mask
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    labels, sizes = _components(mask)
+    if len(sizes) <= 1:
         return mask
-    sizes = np.bincount(labels.ravel())
     keep = sizes >= min_px
     keep[0] = False
     return keep[labels]
@@ -120,10 +153,9 @@ def _remove_small(mask: BoolMask, min_px: float) -> BoolMask:
 def _fill_small_holes(mask: BoolMask, max_hole_px: float) -> BoolMask:
     if max_hole_px <= 0:
         return mask
-    holes, n = ndimage.label(~mask)
-    if n == 0:
+    holes, sizes = _components(~mask)
+    if len(sizes) <= 1:
         return mask
-    sizes = np.bincount(holes.ravel())
     border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
     fill = sizes <= max_hole_px
     fill[0] = False
