@@ -129,3 +129,31 @@ def test_fat_enclosed_by_tissue_counts_as_tissue() -> None:
     rgb[fat] = GLASS_RGB
     mask = tissue_mask(rgb, mpp=4.0)
     assert mask[fat].mean() > 0.99
+
+
+def test_opencv_morphology_equals_scipy() -> None:
+    from scipy import ndimage
+
+    from histo_net.wsi import tissue
+
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        mask = ndimage.binary_opening(rng.random((120, 170)) < rng.uniform(0.3, 0.7))
+        labels, _ = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= 30
+        keep[0] = False
+        np.testing.assert_array_equal(tissue._remove_small(mask, 30), keep[labels])
+        holes, _ = ndimage.label(~mask)
+        hole_sizes = np.bincount(holes.ravel())
+        border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        fill = hole_sizes <= 30
+        fill[0] = False
+        fill[border] = False
+        np.testing.assert_array_equal(tissue._fill_small_holes(mask, 30), mask | fill[holes])
+        np.testing.assert_array_equal(tissue.erode_mask(mask, 2),
+                                      ndimage.binary_erosion(mask, iterations=2, border_value=0))
+        padded = np.pad(mask, 4)
+        disk = tissue._disk(3)
+        np.testing.assert_array_equal(tissue._closing(padded, disk)[4:-4, 4:-4],
+                                      ndimage.binary_closing(padded, structure=disk)[4:-4, 4:-4])
