@@ -7,9 +7,8 @@ decoded tiles, so reading regions in raster order decodes each source tile
 about once. Regions are assembled the way OpenSlide paints them, so the pixels
 are OpenSlide's:
 
-* the JPEG colour space is forced from the TIFF photometric tag (RGB or YCbCr,
-  an Adobe marker replaces any JFIF/Adobe marker in the tile), JPEGTables are
-  spliced in front of abbreviated tiles;
+* the JPEG colour space is forced from the TIFF photometric tag and JPEGTables
+  are spliced in front of abbreviated tiles (:mod:`histo_net.wsi.jpeg_stream`);
 * pixels of edge tiles beyond the level's width/height, and everything beyond
   the tile grid, are white (OpenSlide: transparent, composited on white);
 * a region whose level-0 origin is not a whole number of level pixels is
@@ -28,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import struct
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,10 @@ from typing import Any
 import numpy as np
 
 from histo_net.types import RGBImage
+from histo_net.wsi.jpeg_stream import JpegTileError, decode_tile, splice_tile, tables_prefix
 from histo_net.wsi.pixels import paint_bilinear_saturate, premultiplied_to_rgb
+
+__all__ = ["READER_NAME", "JpegLevel", "JpegTileError", "JpegTileReader", "probe_jpeg_levels"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,6 @@ CACHE_TILE_ROWS = 4
 #: OpenSlide paints regions in chunks of at most this many level px per side
 OPENSLIDE_CHUNK_PX = 4096
 _JPEG, _RGB, _YCBCR, _CONTIG = 7, 2, 6, 1
-_SOI, _EOI, _SOS, _APP0, _APP14 = 0xD8, 0xD9, 0xDA, 0xE0, 0xEE
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-class JpegTileError(Exception):
-    """A tile could not be read or decoded here; the caller falls back to OpenSlide."""
 
 
 @dataclass(frozen=True)
@@ -72,85 +68,6 @@ class JpegLevel:
     offsets: np.ndarray      # (tiles_across * tiles_down,) int64 file offsets, row-major
     bytecounts: np.ndarray   # (tiles_across * tiles_down,) int64 byte counts
     prefix: bytes            # SOI + JPEGTables segments + Adobe colour-transform marker
-
-
-def _adobe_marker(photometric: int) -> bytes:
-    """APP14 'Adobe' segment whose transform flag (0 RGB, 1 YCbCr) fixes libjpeg's colour space."""
-    transform = 1 if photometric == _YCBCR else 0
-    return b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00" + bytes([transform])
-
-
-def _segments(data: bytes, start: int) -> list[tuple[int, int, int]]:
-    """(marker, offset, length incl. marker) of the header segments from ``start`` up to SOS/EOI."""
-    out: list[tuple[int, int, int]] = []
-    pos, end = start, len(data)
-    while pos + 2 <= end:
-        if data[pos] != 0xFF:
-            raise JpegTileError(f"bad JPEG marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == _EOI:
-            out.append((marker, pos, 2))
-            return out
-        if pos + 4 > end:
-            break
-        (length,) = struct.unpack_from(">H", data, pos + 2)
-        out.append((marker, pos, length + 2))
-        if marker == _SOS:
-            return out
-        pos += length + 2
-    raise JpegTileError("JPEG header runs past the end of the data")
-
-
-def _tables_prefix(tables: bytes | None, photometric: int) -> bytes:
-    """SOI + the table segments of a JPEGTables blob + the colour marker."""
-    inner = b""
-    if tables:
-        if tables[:2] != b"\xff\xd8":
-            raise JpegTileError("JPEGTables does not start with SOI")
-        segs = _segments(tables, 2)
-        if not segs or segs[-1][0] != _EOI:
-            raise JpegTileError("JPEGTables does not end with EOI")
-        inner = b"".join(tables[o:o + n] for m, o, n in segs[:-1] if m not in (_APP0, _APP14))
-    return b"\xff\xd8" + inner + _adobe_marker(photometric)
-
-
-def splice_tile(prefix: bytes, tile: bytes) -> bytes:
-    """A complete JPEG stream: ``prefix`` + the tile's own segments (JFIF/Adobe dropped).
-
-    Raises ``JpegTileError`` when the tile does not start with SOI or its frame
-    does not have 3 components (OpenSlide decodes only those as colour).
-    """
-    if tile[:2] != b"\xff\xd8":
-        raise JpegTileError("tile does not start with a JPEG SOI marker")
-    segs = _segments(tile, 2)
-    if segs[-1][0] != _SOS:
-        raise JpegTileError("tile has no JPEG scan")
-    parts = [prefix]
-    for marker, off, length in segs[:-1]:
-        if marker in (_APP0, _APP14):
-            continue
-        if marker in _SOF_MARKERS and (length < 12 or tile[off + 9] != 3):
-            raise JpegTileError("JPEG frame does not have 3 components")
-        parts.append(tile[off:off + length])
-    parts.append(tile[segs[-1][1]:])
-    return b"".join(parts)
-
-
-def decode_tile(stream: bytes, tile_w: int, tile_h: int) -> RGBImage:
-    """(tile_h, tile_w, 3) uint8 RGB of a complete JPEG stream; ``JpegTileError`` on any warning."""
-    import simplejpeg
-
-    try:
-        rgb = simplejpeg.decode_jpeg(stream, colorspace="RGB", fastdct=False, fastupsample=False,
-                                     strict=True)
-    except (ValueError, RuntimeError) as exc:
-        raise JpegTileError(str(exc).strip().splitlines()[0] if str(exc).strip() else "bad JPEG") from None
-    if rgb.shape != (tile_h, tile_w, 3):
-        raise JpegTileError(f"JPEG tile is {rgb.shape[1]}x{rgb.shape[0]}, expected {tile_w}x{tile_h}")
-    return rgb
 
 
 # ------------------------------------------------------------------------- probing
@@ -170,7 +87,7 @@ def _page_level(tif: Any, index: int) -> JpegLevel | None:
     if len(offsets) != across * down or len(counts) != len(offsets) or counts.min(initial=1) <= 0:
         return None  # missing (zero-length) tiles: OpenSlide renders them from another level
     try:
-        prefix = _tables_prefix(page.jpegtables, int(page.photometric))
+        prefix = tables_prefix(page.jpegtables, int(page.photometric) == _YCBCR)
     except JpegTileError:
         return None
     return JpegLevel(index, int(page.imagewidth), int(page.imagelength), int(page.tilewidth),
@@ -225,7 +142,8 @@ class JpegTileReader:
 
     ``downsamples`` are OpenSlide's level downsamples (the same doubles, so
     fractional level positions match). The LRU holds at most ``cache_mib`` and at
-    most ``CACHE_TILE_ROWS`` rows of level-0 tiles. Not thread-safe; one per process.
+    most ``CACHE_TILE_ROWS`` rows of level-0 tiles. The file is opened lazily in the
+    process that reads; a forked copy starts afresh.
     """
 
     name = READER_NAME
@@ -241,14 +159,18 @@ class JpegTileReader:
         self._cached_bytes = 0
         self._fd: int | None = None
         self._pid = os.getpid()
+        self._lock = threading.Lock()
         self.tiles_decoded = 0
         self.tiles_touched = 0
 
     # -------------------------------------------------------------- lifecycle
-    def _file(self) -> int:
-        if self._pid != os.getpid():  # forked copy: never share the parent's descriptor or cache
-            self._fd, self._pid = None, os.getpid()
+    def _check_process(self) -> None:
+        """In a forked copy, never share the parent's descriptor, cache or lock state."""
+        if self._pid != os.getpid():
+            self._fd, self._pid, self._lock = None, os.getpid(), threading.Lock()
             self._drop_cache()
+
+    def _file(self) -> int:
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDONLY)
@@ -262,17 +184,23 @@ class JpegTileReader:
 
     def reset(self) -> None:
         """Close the file and empty the cache (after a failed read, like OpenSlide's reopen)."""
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
-        self._drop_cache()
+        self._check_process()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = None
+            self._drop_cache()
 
     close = reset
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.update(_fd=None, _cache=OrderedDict(), _cached_bytes=0)
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _pid=os.getpid())
 
     # ----------------------------------------------------------------- tiles
     def _tile(self, level: int, col: int, row: int) -> RGBImage:
@@ -303,11 +231,19 @@ class JpegTileReader:
         return 0 <= level < len(self.levels) and xy_level0[0] >= 0 and xy_level0[1] >= 0
 
     def read_region(self, xy_level0: tuple[int, int], level: int, size_wh: tuple[int, int]) -> RGBImage:
-        """(h,w,3) uint8 RGB like ``Slide.read_region``; ``JpegTileError`` when a tile fails."""
+        """(h,w,3) uint8 RGB like ``Slide.read_region``; ``JpegTileError`` when a tile fails.
+
+        Thread-safe (one lock per reader: concurrent calls are serialised).
+        """
         width, height = int(size_wh[0]), int(size_wh[1])
         if width <= 0 or height <= 0:
             raise ValueError(f"region size must be positive, got {size_wh}")
-        x0, y0 = int(xy_level0[0]), int(xy_level0[1])
+        self._check_process()
+        with self._lock:
+            return self._read_locked((int(xy_level0[0]), int(xy_level0[1])), level, width, height)
+
+    def _read_locked(self, xy: tuple[int, int], level: int, width: int, height: int) -> RGBImage:
+        x0, y0 = xy
         ds = self.downsamples[level]
         if width <= OPENSLIDE_CHUNK_PX and height <= OPENSLIDE_CHUNK_PX:
             return self._paint(x0 / ds, y0 / ds, level, width, height)

@@ -19,7 +19,7 @@ import pytest
 
 from histo_net.config import TilingConfig, TissueConfig
 from histo_net.errors import SlideReadError
-from histo_net.wsi import jpeg_tiles
+from histo_net.wsi import jpeg_stream, jpeg_tiles
 from histo_net.wsi.slide import READER_ENV, Slide, open_slide
 from histo_net.wsi.tiling import tile_slide
 from tests.slide_fixtures import he_like_image, write_png, write_pyramidal_tiff
@@ -247,8 +247,20 @@ def test_reader_pickles_without_its_file_or_cache(slides: dict[str, Path]) -> No
 
 
 def test_splice_rejects_bad_tiles() -> None:
-    prefix = jpeg_tiles._tables_prefix(None, 6)
-    with pytest.raises(jpeg_tiles.JpegTileError, match="SOI"):
-        jpeg_tiles.splice_tile(prefix, b"\x00\xd8\xff\xda")
-    with pytest.raises(jpeg_tiles.JpegTileError):
-        jpeg_tiles.splice_tile(prefix, b"\xff\xd8\xff\xdb\x00")
+    prefix = jpeg_stream.tables_prefix(None, True)
+    with pytest.raises(jpeg_stream.JpegTileError, match="SOI"):
+        jpeg_stream.splice_tile(prefix, b"\x00\xd8\xff\xda")
+    with pytest.raises(jpeg_stream.JpegTileError):
+        jpeg_stream.splice_tile(prefix, b"\xff\xd8\xff\xdb\x00")
+
+
+def test_concurrent_reads_equal_serial_reads(slides: dict[str, Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    locs = [(x, y) for y in range(0, H, 300) for x in range(0, W, 300)]
+    with open_slide(slides["svs"]) as slide:
+        serial = [slide.read_region(loc, 0, (300, 300)) for loc in locs]
+    with open_slide(slides["svs"]) as slide, ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda loc: slide.read_region(loc, 0, (300, 300)), locs))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
