@@ -315,6 +315,7 @@ class Slide:
         self._native = None
         if self._tiles is not None:
             self._tiles.close()
+            self._tiles = None
         if self._handle is not None:
             self._handle.close()
             self._handle = None
