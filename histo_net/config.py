@@ -30,18 +30,20 @@ class TissueConfig(StrictModel):
 
     thumbnail_mpp: float = Field(8.0, gt=0, description="um/px of the image tissue is detected on")
     saturation_floor: float = Field(
-        0.07, ge=0, le=1, description="minimum HSV saturation threshold; blank slides stay blank"
+        0.07, ge=0, le=1,
+        description="HSV saturation threshold floor, lowered towards clean glass; blank slides stay blank",
     )
     saturation_ceiling: float = Field(
-        0.2, ge=0, le=1,
-        description="maximum threshold; keeps pale tissue when the image is nearly all tissue",
+        0.1, ge=0, le=1,
+        description="maximum threshold; keeps pale tissue beside dense tissue",
     )
     dark_floor: int = Field(
         40, ge=0, le=255,
         description="pixels whose brightest channel is below this are not tissue (black borders, ink)",
     )
     min_tissue_area_um2: float = Field(20_000.0, ge=0, description="drop smaller tissue objects")
-    max_hole_area_um2: float = Field(50_000.0, ge=0, description="fill holes smaller than this")
+    max_hole_area_um2: float = Field(
+        250_000.0, ge=0, description="fill holes smaller than this (fat, small lumens)")
     closing_um: float = Field(16.0, ge=0, description="morphological closing radius, um")
 
 

@@ -16,7 +16,17 @@ process (so peak RSS belongs to the measured work only):
    level 0 read 358 px -> 224 px; raw + PIL resize shown for reference); the 10% target
    applies to both.
 
-Usage: ``python scripts/benchmark_tiling.py [--size-px 51200] [--json-out bench.json]``
+With ``--clam DIR`` (a CLAM checkout; pandas etc. on ``--clam-pythonpath``) it
+also runs ``histo-net tile`` and CLAM's ``create_patches_fp.py --seg --patch``
+(default segmentation/patching settings, patch = 224 px at 0.5 um/px in level-0 px)
+as fresh processes on the same slide, interleaved for ``--rounds`` rounds:
+wall seconds (target: ours <= CLAM's), peak RSS (target < 500 MiB), tiles kept,
+tiles per mm2 of true tissue and the share of the true tissue covered by the
+kept tiles (truth: the generated ellipses, or a synthetic slide's layout with
+``--slide`` + ``--synth-manifest``).
+
+Usage: ``python scripts/benchmark_tiling.py [--size-px 51200] [--json-out bench.json]
+[--clam /path/to/CLAM --clam-pythonpath /path/to/site] [--slide S.svs --synth-manifest M.csv]``
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +118,136 @@ def make_slide(path: Path, size_px: int, mpp: float, tile_px: int = 256,
                       compression="jpeg", photometric="rgb", resolution=(res, res),
                       resolutionunit="CENTIMETER", metadata=None, subfiletype=0 if i == 0 else 1)
     return time.perf_counter() - start
+
+
+def ellipse_truth(size_px: int, ds: int) -> np.ndarray:
+    """(n, n) bool known tissue of the generated slide on a grid of ``ds`` level-0 px."""
+    n = -(-size_px // ds)
+    centres = (np.arange(n) + 0.5) * ds / size_px
+    return _inside(centres[None, :], centres[:, None])
+
+
+def synth_truth(manifest: Path, slide: Path) -> tuple[np.ndarray, int]:
+    """(tissue mask, level-0 px per mask px) of a synthetic slide from its cohort manifest row."""
+    import csv
+
+    from histo_net.synth.cohort import PRESETS, SlideJob, build_spec
+
+    with open(manifest, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if Path(r["path"]).name == slide.name]
+    if not rows:
+        raise SystemExit(f"{manifest}: no row for {slide.name}")
+    row = rows[0]
+    job = SlideJob(row["slide_id"], row["patient_id"], 0, row["label"], row["subpattern"],
+                   int(row["seed"]), int(row["width"]), int(row["height"]), PRESETS[row["preset"]],
+                   float(row["stain_jitter"]), row["format"])
+    layout = build_spec(job).layout  # the layout depends on seed, size and preset only
+    return layout.tissue, int(layout.mask_downsample)
+
+
+def tile_coverage(coords: np.ndarray, patch_l0: int, truth: np.ndarray, truth_ds: int,
+                  mpp: float) -> dict[str, float]:
+    """Share of the true tissue under the union of kept tiles, and tiles per true mm2."""
+    covered = np.zeros_like(truth)
+    cells = max(1, round(patch_l0 / truth_ds))
+    for x, y in np.asarray(coords, np.int64):
+        c0, r0 = int(x) // truth_ds, int(y) // truth_ds
+        covered[r0:r0 + cells, c0:c0 + cells] = True
+    true_mm2 = float(truth.sum()) * (truth_ds * mpp / 1000) ** 2
+    return {"true_tissue_mm2": round(true_mm2, 2),
+            "tissue_covered": round(float((covered & truth).sum() / max(1, truth.sum())), 4),
+            "tiles_per_true_mm2": round(len(coords) / true_mm2, 1)}
+
+
+def _run_timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB of the process, stderr tail) of one fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err[-2000:]}")
+    scale = 1 if sys.platform == "darwin" else 1024
+    return wall, usage.ru_maxrss * scale / 2**20, err[-500:]
+
+
+def compare_clam(slide: Path, clam: Path, clam_pythonpath: str, rounds: int,
+                 truth: tuple[np.ndarray, int] | None) -> dict[str, object]:
+    """``histo-net tile`` vs CLAM ``create_patches_fp.py`` on ``slide``: time, memory, tiles."""
+    import h5py
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    clam_env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (clam_pythonpath, str(clam)) if p)}
+    ours_t, clam_t, ours_rss, clam_rss = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="histo_net_clam_") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        (src / slide.name).symlink_to(slide.resolve())
+        patch_l0 = 0
+        for k in range(rounds):
+            for who in (("ours", "clam") if k % 2 == 0 else ("clam", "ours")):
+                out = Path(tmp) / f"{who}{k}"
+                if who == "ours":
+                    wall, rss, _ = _run_timed([sys.executable, "-m", "histo_net", "tile", str(slide),
+                                               "--out", str(out)], env)
+                    ours_t.append(wall)
+                    ours_rss.append(rss)
+                    h5_path = next(out.rglob("*.h5"))
+                    with h5py.File(h5_path) as h5:
+                        ours_coords = h5["coords"][()]
+                        patch_l0 = int(h5.attrs["patch_size_level0"])
+                        mpp = float(h5.attrs["slide_mpp"])
+                else:
+                    if not patch_l0:
+                        with open_slide_quiet(slide) as probe:
+                            patch_l0 = probe.read_plan(0.5, 224).patch_size_level0
+                    wall, rss, _ = _run_timed([sys.executable, str(clam / "create_patches_fp.py"),
+                                               "--source", str(src), "--save_dir", str(out),
+                                               "--patch_size", str(patch_l0), "--step_size",
+                                               str(patch_l0), "--seg", "--patch"], clam_env, cwd=clam)
+                    clam_t.append(wall)
+                    clam_rss.append(rss)
+                    with h5py.File(next((out / "patches").glob("*.h5"))) as h5:
+                        clam_coords = h5["coords"][()]
+    res: dict[str, object] = {
+        "patch_size_level0": patch_l0,
+        "ours_seconds": [round(t, 2) for t in ours_t], "clam_seconds": [round(t, 2) for t in clam_t],
+        "ours_peak_rss_mib": round(max(ours_rss), 1), "clam_peak_rss_mib": round(max(clam_rss), 1),
+        "ours_tiles": len(ours_coords), "clam_tiles": len(clam_coords),
+    }
+    if truth is not None:
+        res["ours_coverage"] = tile_coverage(ours_coords, patch_l0, truth[0], truth[1], mpp)
+        res["clam_coverage"] = tile_coverage(clam_coords, patch_l0, truth[0], truth[1], mpp)
+    return res
+
+
+def open_slide_quiet(path: Path) -> Any:
+    """``open_slide`` imported lazily (keeps the parent process light)."""
+    from histo_net.wsi.slide import open_slide
+
+    return open_slide(path)
+
+
+def _print_clam(res: dict[str, object]) -> None:
+    ours, clam = res["ours_seconds"], res["clam_seconds"]
+    o_med, c_med = float(np.median(ours)), float(np.median(clam))  # type: ignore[arg-type]
+    verdict = "PASS" if o_med <= c_med else "FAIL"
+    print(f"histo-net tile vs CLAM create_patches_fp (fresh processes, patch "
+          f"{res['patch_size_level0']} level-0 px):")
+    print(f"{'  wall s, median (all rounds)':<46}{o_med:>8.2f} vs {c_med:.2f}  ours <= CLAM  {verdict}"
+          f"   {ours} vs {clam}")
+    print(f"{'  peak RSS MiB':<46}{res['ours_peak_rss_mib']:>8} vs {res['clam_peak_rss_mib']}")
+    print(f"{'  tiles kept':<46}{res['ours_tiles']:>8} vs {res['clam_tiles']}")
+    if "ours_coverage" in res:
+        oc, cc = res["ours_coverage"], res["clam_coverage"]
+        print(f"{'  true tissue mm2':<46}{oc['true_tissue_mm2']:>8}")  # type: ignore[index]
+        print(f"{'  share of true tissue under kept tiles':<46}{oc['tissue_covered']:>8} vs "  # type: ignore[index]
+              f"{cc['tissue_covered']}")  # type: ignore[index]
+        print(f"{'  tiles per true mm2':<46}{oc['tiles_per_true_mm2']:>8} vs "  # type: ignore[index]
+              f"{cc['tiles_per_true_mm2']}")  # type: ignore[index]
 
 
 def _rss_mib() -> float:
@@ -238,14 +379,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="write the slide here and keep it")
+    parser.add_argument("--slide", type=Path, default=None,
+                        help="benchmark this slide instead of generating one")
+    parser.add_argument("--synth-manifest", type=Path, default=None,
+                        help="cohort manifest of --slide (a histo-net synth slide): known tissue")
+    parser.add_argument("--clam", type=Path, default=None, help="CLAM checkout: compare with it")
+    parser.add_argument("--clam-pythonpath", default="", help="extra PYTHONPATH for CLAM (pandas)")
+    parser.add_argument("--clam-rounds", type=int, default=3)
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure is not None:  # child process
         print(json.dumps(measure(args.measure, args.reads, args.rounds)))
         return 0
     with tempfile.TemporaryDirectory(prefix="histo_net_bench_") as tmp:
-        path = args.keep or Path(tmp) / "bench_slide.tif"
-        write_s = make_slide(path, args.size_px, args.mpp)
+        path = args.slide or args.keep or Path(tmp) / "bench_slide.tif"
+        write_s = 0.0 if args.slide else make_slide(path, args.size_px, args.mpp)
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         out = subprocess.run(
             [sys.executable, __file__, "--measure", str(path), "--reads", str(args.reads),
@@ -256,10 +404,20 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(out.stdout.strip().splitlines()[-1])
         res.update(slide_write_seconds=round(write_s, 1),
                    slide_file_mib=round(path.stat().st_size / 2**20, 1))
+        res["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        if args.clam is not None:
+            truth = (synth_truth(args.synth_manifest, path) if args.synth_manifest
+                     else None if args.slide else (ellipse_truth(args.size_px, 64), 64))
+            res["clam"] = compare_clam(path, args.clam, args.clam_pythonpath, args.clam_rounds, truth)
+            res["load_average_after_clam"] = [round(v, 2) for v in os.getloadavg()]
     res["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                       "python": platform.python_version(),
                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     _print_table(res)
+    print(f"load average {res['load_average']}")
+    if "clam" in res:
+        _print_clam(res["clam"])
+        print(f"load average after {res['load_average_after_clam']}")
     if args.json_out:
         args.json_out.write_text(json.dumps(res, indent=2))
     return 0

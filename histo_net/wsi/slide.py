@@ -6,12 +6,19 @@ pixel (override > vendor metadata > TIFF resolution tags, else
 ``MissingMPPError``), picks the pyramid level for a target mpp, reads tiles as
 RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
 in chunks within a pixel budget. Coordinates are level-0 pixels, top-left, (x, y).
+
+This is the one place that decides how pixels are read: JPEG-tiled Aperio and
+generic TIFF pyramids are served by the decode-once reader of
+:mod:`histo_net.wsi.jpeg_tiles` (pixel-equal to OpenSlide, ``reader_name``
+"tifffile-jpeg"), everything else by OpenSlide ("openslide"). Set
+``HISTO_NET_READER=openslide`` to read everything through OpenSlide.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
-from histo_net.types import MicronsPerPixel, RGBImage
+from histo_net.types import MPP_MAX, MPP_MIN, RGBImage
+from histo_net.wsi.jpeg_tiles import JpegTileError, JpegTileReader, probe_jpeg_levels
 from histo_net.wsi.pixels import (
     bgra_shuffle,
     pil_to_rgb,
@@ -33,14 +41,15 @@ from histo_net.wsi.pixels import (
 
 log = logging.getLogger(__name__)
 
-MPP_MIN: MicronsPerPixel = 0.05
-MPP_MAX: MicronsPerPixel = 20.0
 #: longest side (level px) of one chunk read while building a thumbnail
 THUMBNAIL_CHUNK_PX = 2048
 #: a level up to this factor coarser than a thumbnail's downsample is read directly
 THUMBNAIL_LEVEL_SLACK = 1.25
 _TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
 _UNIT_TO_UM = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
+OPENSLIDE_READER = "openslide"
+#: environment variable: "openslide" reads every slide through OpenSlide (default "auto")
+READER_ENV = "HISTO_NET_READER"
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,15 @@ def _native_reader(handle: Any) -> Callable[[tuple[int, int], int, tuple[int, in
     return read
 
 
+def _tile_reader(path: Path, vendor: str | None, level_dimensions: tuple[tuple[int, int], ...],
+                 level_downsamples: tuple[float, ...]) -> JpegTileReader | None:
+    """The decode-once JPEG tile reader when it can serve this slide exactly, else None."""
+    if os.environ.get(READER_ENV, "auto").strip().lower() == OPENSLIDE_READER:
+        return None
+    levels = probe_jpeg_levels(path, vendor, level_dimensions)
+    return None if levels is None else JpegTileReader(path, levels, level_downsamples)
+
+
 def _mpp_from_unit(resolution: float, unit: str) -> float | None:
     scale = _UNIT_TO_UM.get(unit.strip().lower())
     if scale is None or not resolution or resolution <= 0:
@@ -117,6 +135,9 @@ class Slide:
         self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in handle.level_downsamples)
         self.is_image = self.vendor is None
         self.mpp, self.mpp_source = self._resolve_mpp(mpp_override, require_mpp)
+        self._tiles = _tile_reader(path, self.vendor, self.level_dimensions, self.level_downsamples)
+        #: which reader serves read_region / read_tile / thumbnail: "tifffile-jpeg" or "openslide"
+        self.reader_name: str = self._tiles.name if self._tiles is not None else OPENSLIDE_READER
 
     # ------------------------------------------------------------------ mpp
     def _tiff_tag_mpp(self) -> float | None:
@@ -217,6 +238,8 @@ class Slide:
             log.debug("%s: closing the broken handle failed: %s", self.path, exc)
         self._handle = openslide.open_slide(str(self.path))
         self._native = _native_reader(self._handle)
+        if self._tiles is not None:
+            self._tiles.reset()
 
     def _read_rgb(self, xy_level0: tuple[int, int], level: int, size_wh: tuple[int, int]) -> RGBImage:
         """(h,w,3) RGB region; reopen the handle once and retry on failure, then SlideReadError."""
@@ -237,6 +260,12 @@ class Slide:
                 ) from None
 
     def _read_once(self, loc: tuple[int, int], level: int, size: tuple[int, int]) -> RGBImage:
+        if self._tiles is not None and self._tiles.serves(loc, level):
+            try:
+                return self._tiles.read_region(loc, level, size)
+            except JpegTileError as exc:  # OpenSlide reads it (or raises its own error)
+                log.debug("%s: JPEG tile reader at %s level %d: %s; reading through OpenSlide",
+                          self.path, loc, level, exc)
         if self._native is not None:
             return self._native(loc, level, size)
         return pil_to_rgb(self._handle.read_region(loc, level, size))
@@ -280,8 +309,11 @@ class Slide:
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Release the OpenSlide handle."""
+        """Release the OpenSlide handle and the tile reader's file."""
         self._native = None
+        if self._tiles is not None:
+            self._tiles.close()
+            self._tiles = None
         if self._handle is not None:
             self._handle.close()
             self._handle = None

@@ -48,9 +48,10 @@ class TilingResult:
 
 
 def _integral(mask: BoolMask) -> np.ndarray:
-    """(H+1, W+1) int64 integral image: ``I[i, j] = mask[:i, :j].sum()``."""
-    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=out[1:, 1:])
+    """(H+1, W+1) integral image: ``I[i, j] = mask[:i, :j].sum()`` (int32 below 2**31 px, else int64)."""
+    dtype = np.int32 if mask.size < 2**31 else np.int64
+    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=dtype), axis=1, out=out[1:, 1:])
     return out
 
 

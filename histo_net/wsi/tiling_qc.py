@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from histo_net.io_utils import atomic_path
 from histo_net.types import BoolMask, RGBImage
 from histo_net.wsi.tiling import TilingResult
+from histo_net.wsi.tissue import erode_mask
 
 CONTOUR_RGB = (0, 90, 255)
 TILE_RGB = (0, 170, 60)
@@ -31,7 +31,7 @@ def render_tissue_qc(result: TilingResult) -> RGBImage:
     thumb = np.asarray(result.thumbnail, np.uint8)
     ds = result.thumbnail_downsample
     mask = _mask_on_thumbnail(result.tissue, result.tissue_downsample, thumb.shape[:2], ds)
-    contour = mask & ~ndimage.binary_erosion(mask, iterations=2, border_value=0)
+    contour = mask & ~erode_mask(mask, iterations=2)
     out = thumb.copy()
     out[~mask] = (out[~mask] * 0.6 + 255 * 0.4).astype(np.uint8)  # lighten background
     image = Image.fromarray(out)

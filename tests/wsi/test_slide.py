@@ -173,10 +173,17 @@ class _BrokenHandle:
 def _break(slide: Slide) -> None:
     slide._handle = _BrokenHandle()
     slide._native = None
+    if slide._tiles is not None:  # the JPEG tile reader fails too, so OpenSlide is asked
+        slide._tiles.reset()
+        slide._tiles.path = slide.path.parent / "missing-file"
 
 
-def test_read_error_reopens_once_then_raises(slide_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["openslide", "auto"])
+def test_read_error_reopens_once_then_raises(slide_dir: Path, tmp_path: Path, reader: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(slide_mod.READER_ENV, reader)  # "auto": the JPEG tile reader serves reads
     with open_slide(slide_dir / "generic.tif") as s:
+        assert s.reader_name == ("openslide" if reader == "openslide" else "tifffile-jpeg")
         plan = s.read_plan(0.5, 64)
         expected = s.read_tile((100, 100), plan)
         _break(s)  # broken handle: reopened, read succeeds

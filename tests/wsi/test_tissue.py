@@ -41,7 +41,7 @@ def test_small_objects_dropped_and_small_holes_filled() -> None:
     rgb[60:65, 60:65] = GLASS_RGB      # 400 um2 hole: filled
     rgb[150:290, 150:290] = purple
     rgb[170:270, 170:270] = GLASS_RGB  # 160,000 um2 hole > 50,000: stays open
-    cfg = TissueConfig(closing_um=0.0)
+    cfg = TissueConfig(closing_um=0.0, max_hole_area_um2=50_000.0)
     mask = tissue_mask(rgb, mpp=4.0, cfg=cfg)
     assert mask[20:120, 20:120].all()
     assert not mask[270:295, 10:35].any()
@@ -85,3 +85,75 @@ def test_dark_border_and_ink_are_not_tissue() -> None:
     mask = tissue_mask(rgb, mpp=4.0)
     assert not mask[:, -30:].any() and _iou(mask, truth) > 0.9
     assert tissue_mask(rgb, mpp=4.0, cfg=TissueConfig(dark_floor=0))[:, -30:].mean() > 0.5
+
+
+def _faded(rgb: np.ndarray, strength: float) -> np.ndarray:
+    """The image with its stain at ``strength`` (1 = as is, 0 = white): ``255 - k (255 - rgb)``."""
+    return np.round(255 - strength * (255 - rgb.astype(np.float32))).astype(np.uint8)
+
+
+def test_faint_section_on_clean_glass_is_found() -> None:
+    rgb, truth = he_like_image(400, 600, seed=11)
+    faint = _faded(rgb, 0.2)  # tissue saturation mostly 0.03-0.07, glass about 0.004
+    assert np.median(saturation(faint)[truth]) < 0.07
+    mask = tissue_mask(faint, mpp=8.0)
+    assert (mask & truth).sum() / truth.sum() > 0.9
+    assert (mask & ~truth).sum() / mask.sum() < 0.05
+
+
+def test_tinted_glass_keeps_the_configured_floor() -> None:
+    rgb, truth = he_like_image(300, 400, seed=4)
+    noise = np.random.default_rng(0).normal(0, 2, ((~truth).sum(), 3))
+    rgb[~truth] = np.clip(np.array([228, 234, 246]) + noise, 0, 255).astype(np.uint8)  # sat ~0.07
+    mask = tissue_mask(rgb, mpp=4.0)
+    assert (mask & ~truth).sum() / mask.sum() < 0.02
+    assert (mask & truth).sum() / truth.sum() > 0.95
+
+
+def test_pale_stroma_beside_dense_tumour_is_kept() -> None:
+    dense, truth = he_like_image(400, 600, seed=12, ellipses=((0.3, 0.5, 0.22, 0.4),))
+    pale, pale_truth = he_like_image(400, 600, seed=13, ellipses=((0.72, 0.5, 0.2, 0.4),))
+    pale = _faded(pale, 0.45)  # stroma: saturation about 0.1-0.2 beside tumour at 0.3-0.5
+    rgb = np.where(pale_truth[..., None], pale, dense)
+    sat = saturation(rgb)
+    assert np.median(sat[pale_truth]) < 0.2 < np.median(sat[truth])
+    mask = tissue_mask(rgb, mpp=8.0)
+    assert (mask & pale_truth).sum() / pale_truth.sum() > 0.9
+    assert (mask & truth).sum() / truth.sum() > 0.95
+
+
+def test_fat_enclosed_by_tissue_counts_as_tissue() -> None:
+    rgb, _ = he_like_image(400, 400, seed=14, ellipses=((0.5, 0.5, 0.4, 0.4),))
+    yy, xx = np.mgrid[0:400, 0:400]
+    fat = (yy - 200) ** 2 + (xx - 200) ** 2 < 45**2  # 6,360 px at 4 um = 0.10 mm2 of adipocytes
+    rgb[fat] = GLASS_RGB
+    mask = tissue_mask(rgb, mpp=4.0)
+    assert mask[fat].mean() > 0.99
+
+
+def test_opencv_morphology_equals_scipy() -> None:
+    from scipy import ndimage
+
+    from histo_net.wsi import tissue
+
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        mask = ndimage.binary_opening(rng.random((120, 170)) < rng.uniform(0.3, 0.7))
+        labels, _ = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= 30
+        keep[0] = False
+        np.testing.assert_array_equal(tissue._remove_small(mask, 30), keep[labels])
+        holes, _ = ndimage.label(~mask)
+        hole_sizes = np.bincount(holes.ravel())
+        border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        fill = hole_sizes <= 30
+        fill[0] = False
+        fill[border] = False
+        np.testing.assert_array_equal(tissue._fill_small_holes(mask, 30), mask | fill[holes])
+        np.testing.assert_array_equal(tissue.erode_mask(mask, 2),
+                                      ndimage.binary_erosion(mask, iterations=2, border_value=0))
+        padded = np.pad(mask, 4)
+        disk = tissue._disk(3)
+        np.testing.assert_array_equal(tissue._closing(padded, disk)[4:-4, 4:-4],
+                                      ndimage.binary_closing(padded, structure=disk)[4:-4, 4:-4])
