@@ -21,8 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
+from histo_net.errors import (
+    MissingMPPError,
+    ResolutionMismatchError,
+    SlideOpenError,
+    SlideReadError,
+    SlideTooLargeError,
+)
 from histo_net.types import MicronsPerPixel, RGBImage
+from histo_net.wsi.file_checks import call_with_limit, check_dicom_folder, check_slide_path
+from histo_net.wsi.metadata import associated_overview, mpp_from_unit, positive_float
 from histo_net.wsi.pixels import (
     bgra_shuffle,
     pil_to_rgb,
@@ -39,8 +47,13 @@ MPP_MAX: MicronsPerPixel = 20.0
 THUMBNAIL_CHUNK_PX = 2048
 #: a level up to this factor coarser than a thumbnail's downsample is read directly
 THUMBNAIL_LEVEL_SLACK = 1.25
+#: most level pixels a thumbnail may read (a 5 MB TIFF may declare 200,000 x 200,000 px)
+THUMBNAIL_MAX_READ_PX = 2_000_000_000
+#: hard limit (s) on OpenSlide's open + probe; a blocked C call is abandoned after it
+OPEN_TIMEOUT_S = 30.0
+#: raw metadata properties that carry the slide's mpp (named in errors when unusable)
+_MPP_PROPERTIES = ("openslide.mpp-x", "openslide.mpp-y", "aperio.MPP")
 _TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
-_UNIT_TO_UM = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
 
 
 @dataclass(frozen=True)
@@ -93,13 +106,6 @@ def _native_reader(handle: Any) -> Callable[[tuple[int, int], int, tuple[int, in
     return read
 
 
-def _mpp_from_unit(resolution: float, unit: str) -> float | None:
-    scale = _UNIT_TO_UM.get(unit.strip().lower())
-    if scale is None or not resolution or resolution <= 0:
-        return None
-    return scale / resolution
-
-
 class Slide:
     """An open slide (context manager). Attributes are level-0 unless named otherwise."""
 
@@ -124,7 +130,7 @@ class Slide:
         props = self.properties
         if "tiff.XResolution" in props and "tiff.ResolutionUnit" in props:
             try:
-                xs = [_mpp_from_unit(float(props[k]), props["tiff.ResolutionUnit"])
+                xs = [mpp_from_unit(float(props[k]), props["tiff.ResolutionUnit"])
                       for k in ("tiff.XResolution", "tiff.YResolution") if k in props]
             except ValueError:
                 xs = []
@@ -141,7 +147,7 @@ class Slide:
                     if res is None or unit is None:
                         return None
                     num, den = res.value
-                    return _mpp_from_unit(num / den if den else 0.0, str(int(unit.value)))
+                    return mpp_from_unit(num / den if den else 0.0, str(int(unit.value)))
             except Exception as exc:  # noqa: BLE001  unreadable tags: treat as absent
                 log.debug("%s: cannot read TIFF resolution tags: %s", self.path, exc)
         return None
@@ -153,12 +159,10 @@ class Slide:
             value, source = float(override), "override"
         else:
             props = self.properties
-            try:
-                xy = [float(props[k]) for k in ("openslide.mpp-x", "openslide.mpp-y") if k in props]
-            except ValueError:
-                xy = []
-            if xy and all(v > 0 for v in xy):
-                value = float(np.mean(xy))
+            xy = [positive_float(props[k]) for k in ("openslide.mpp-x", "openslide.mpp-y")
+                  if k in props]
+            if xy and all(v is not None for v in xy):
+                value = float(np.mean([v for v in xy if v is not None]))
                 tag_mpp = self._tiff_tag_mpp() if self.vendor == "generic-tiff" else None
                 same = tag_mpp is not None and math.isclose(tag_mpp, value, rel_tol=1e-3)
                 source = "tiff-resolution" if same else "metadata"
@@ -167,6 +171,13 @@ class Slide:
                 if tag_mpp is not None:
                     value, source = tag_mpp, "tiff-resolution"
         if value is None:
+            unusable = [f"{k} = {self.properties[k]!r}" for k in _MPP_PROPERTIES
+                        if k in self.properties and positive_float(self.properties[k]) is None]
+            if require and unusable:
+                raise MissingMPPError(
+                    f"{self.path}: the slide's mpp metadata is not a positive number "
+                    f"({', '.join(unusable)}); pass the right value with --mpp X "
+                    "(e.g. 0.25 for 40x, 0.5 for 20x) or an 'mpp' manifest column")
             if require:
                 raise MissingMPPError(
                     f"{self.path}: microns per pixel unknown (no mpp metadata or TIFF resolution "
@@ -183,8 +194,13 @@ class Slide:
         return value, source
 
     # ---------------------------------------------------------------- levels
-    def read_plan(self, target_mpp: float, tile_size_px: int, tolerance: float = 0.1) -> ReadPlan:
-        """Coarsest level at least as fine as ``target_mpp`` (within ``tolerance``), read size there."""
+    def read_plan(self, target_mpp: float, tile_size_px: int, tolerance: float = 0.1,
+                  max_upsample: float | None = None) -> ReadPlan:
+        """Coarsest level at least as fine as ``target_mpp`` (within ``tolerance``), read size there.
+
+        ``ResolutionMismatchError`` when the slide is more than ``max_upsample`` times coarser
+        than the target (tiles would be blown up from a few source pixels).
+        """
         if not math.isfinite(self.mpp):
             raise MissingMPPError(f"{self.path}: microns per pixel unknown; pass --mpp X")
         patch_l0 = max(1, round(tile_size_px * target_mpp / self.mpp))
@@ -194,6 +210,13 @@ class Slide:
                 level = i
         ds = self.level_downsamples[level]
         read_px = max(1, round(patch_l0 / ds))
+        if max_upsample is not None and self.mpp > target_mpp * max_upsample:
+            raise ResolutionMismatchError(
+                f"{self.path}: slide is {self.mpp:.4g} um/px (from {self.mpp_source}), "
+                f"{self.mpp / target_mpp:.1f}x coarser than the target {target_mpp:g} um/px, so each "
+                f"{tile_size_px} px tile would be upsampled from {read_px} source px (limit "
+                f"{max_upsample:g}x); if the slide's mpp is wrong pass the right one with --mpp X, "
+                f"or allow it with --set max_upsample={math.ceil(self.mpp / target_mpp)}")
         if self.mpp > target_mpp * (1.0 + tolerance):
             log.warning("%s: slide mpp %.3f is coarser than target %.3f; tiles are upsampled",
                         self.path, self.mpp, target_mpp)
@@ -250,19 +273,25 @@ class Slide:
         rgb = self._read_rgb(xy_level0, plan.level, (plan.read_size_px, plan.read_size_px))
         return resize_tile(rgb, plan.tile_size_px)
 
-    def thumbnail(self, max_px: int) -> tuple[RGBImage, float]:
+    def thumbnail(self, max_px: int, max_read_px: float = THUMBNAIL_MAX_READ_PX
+                  ) -> tuple[RGBImage, float]:
         """RGB thumbnail whose longest side is <= ``max_px`` and its downsample.
 
         Returns ``(rgb (h,w,3) uint8, downsample)`` where downsample is level-0 px
         per thumbnail px, the same on both axes (the last row/column may extend
         past the slide edge and is white). Read in chunks from the coarsest level
         that is fine enough (a level up to 25% coarser is used as is, giving a slightly
-        smaller thumbnail), so a large level is never held whole.
+        smaller thumbnail), so a large level is never held whole. When that level has more
+        than ``max_read_px`` pixels the slide's own overview (an associated ``thumbnail``
+        covering the whole slide) is used, else ``SlideTooLargeError``: never read whole.
         """
         width, height = self.dimensions
         ds = max(1.0, max(width, height) / float(max_px))
         level = self.best_level_for_downsample(ds * THUMBNAIL_LEVEL_SLACK)
         lds = self.level_downsamples[level]
+        level_w, level_h = self.level_dimensions[level]
+        if float(level_w) * float(level_h) > max_read_px:
+            return self._overview_thumbnail(max_px, level, max_read_px)
         ds = max(ds, lds)
         thumb_w, thumb_h = max(1, math.ceil(width / ds)), max(1, math.ceil(height / ds))
         ratio = ds / lds  # level px per thumbnail px (>= 1)
@@ -277,6 +306,25 @@ class Slide:
                 chunk = self.read_region(xy, level, (read_w, read_h))
                 out[ty:ty + bh, tx:tx + bw] = resize_rgb(chunk, (bw, bh))
         return out, ds
+
+    def _overview_thumbnail(self, max_px: int, level: int, max_read_px: float
+                            ) -> tuple[RGBImage, float]:
+        """The associated whole-slide ``thumbnail`` image fitted to ``max_px``, or SlideTooLargeError."""
+        width, height = self.dimensions
+        overview = associated_overview(self._handle, (width, height))
+        if overview is None:
+            level_w, level_h = self.level_dimensions[level]
+            raise SlideTooLargeError(
+                f"{self.path}: a thumbnail would need reading {level_w * level_h / 1e9:.3g} Gpx "
+                f"from level {level} ({level_w} x {level_h} px), over the budget of "
+                f"{max_read_px / 1e9:.3g} Gpx, and the file has no coarser level or overview "
+                f"image (it declares {width} x {height} px in a {self.path.stat().st_size / 1e6:.3g} "
+                "MB file); convert it to a pyramidal format")
+        ds = max(1.0, width / overview.shape[1], max(width, height) / float(max_px))
+        size = (max(1, math.ceil(width / ds)), max(1, math.ceil(height / ds)))
+        log.warning("%s: level %d too large to read for a thumbnail; using the slide's overview image",
+                    self.path, level)
+        return resize_rgb(overview, size), ds
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -298,7 +346,7 @@ class Slide:
                 f"levels={self.level_count}, mpp={self.mpp:.4g} ({self.mpp_source}))")
 
 
-def _probe(handle: Any, path: Path) -> None:
+def _probe(handle: Any) -> None:
     """Decode one pixel at the far corner of level 0 and the coarsest level (catches truncation)."""
     width, height = handle.dimensions
     last = handle.level_count - 1
@@ -307,42 +355,66 @@ def _probe(handle: Any, path: Path) -> None:
         handle.read_region((0, 0), last, (1, 1))
 
 
-def open_slide(path: str | Path, mpp_override: float | None = None, require_mpp: bool = True) -> Slide:
-    """Open a whole-slide image or plain image.
+def detect_vendor(path: Path) -> str | None:
+    """OpenSlide's format name for ``path`` ("aperio", "generic-tiff", "dicom", ...), None otherwise."""
+    import openslide
 
-    Raises ``SlideOpenError`` (missing, directory, empty, unsupported, truncated)
-    and ``MissingMPPError`` (no mpp and none given, or outside 0.05..20 um/px)
-    when ``require_mpp``; otherwise an unknown mpp is NaN with source "none".
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception as exc:  # noqa: BLE001  undetectable: not a format OpenSlide knows
+        log.debug("%s: detect_format failed: %s", path, exc)
+        return None
+
+
+def _open_handle(path: Path) -> Any:
+    """OpenSlide handle (WSI formats) or ImageSlide (plain images), probed; typed errors.
+
+    A file OpenSlide identifies as a WSI format but cannot open fails: it is never
+    handed to the plain-image reader (which would read a truncated SVS's first page).
     """
     import openslide
 
-    path = Path(path)
-    if not path.exists():
-        raise SlideOpenError(f"{path}: file not found")
-    if path.is_dir():
-        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+    vendor = detect_vendor(path)
+    if vendor == "dicom":
+        check_dicom_folder(path)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SlideOpenError(f"{path}: cannot stat file ({_one_line(exc)})") from None
-    if size == 0:
-        raise SlideOpenError(f"{path}: empty file")
+        handle = openslide.OpenSlide(str(path)) if vendor else openslide.ImageSlide(str(path))
+    except Exception as exc:  # noqa: BLE001  OpenSlideError, UnidentifiedImageError, OSError..
+        if vendor:
+            raise SlideOpenError(f"{path}: OpenSlide identifies it as a '{vendor}' slide but cannot "
+                                 f"open it (corrupt or truncated?): {_one_line(exc)}") from None
+        raise SlideOpenError(
+            f"{path}: not a readable slide or image (unsupported, corrupt or truncated: "
+            f"{_one_line(exc)})") from None
+    try:
+        _probe(handle)
+    except Exception as exc:  # noqa: BLE001
+        handle.close()
+        raise SlideOpenError(f"{path}: corrupt or truncated slide ({_one_line(exc)})") from None
+    return handle
+
+
+def open_slide(path: str | Path, mpp_override: float | None = None, require_mpp: bool = True,
+               *, open_timeout_s: float = OPEN_TIMEOUT_S) -> Slide:
+    """Open a whole-slide image, a folder of DICOM instances, or a plain image.
+
+    Before any read, what is not a regular file is refused (``NotAFileError``: FIFO,
+    device, socket, symlink loop, folder); the open + probe runs under a hard limit of
+    ``open_timeout_s`` (``SlideTimeoutError``). Raises ``SlideOpenError`` (missing, empty,
+    unsupported, truncated) and ``MissingMPPError`` (no mpp and none given, unusable
+    metadata, or outside 0.05..20 um/px) when ``require_mpp``; otherwise an unknown mpp
+    is NaN with source "none".
+    """
+    target = check_slide_path(Path(path))
     with warnings.catch_warnings():  # PIL warns (multi-line) on corrupt EXIF etc.: we raise
         warnings.simplefilter("ignore")
-        try:
-            handle = openslide.open_slide(str(path))
-        except Exception as exc:  # noqa: BLE001  OpenSlideError, UnidentifiedImageError, OSError..
-            raise SlideOpenError(
-                f"{path}: not a readable slide or image (unsupported, corrupt or truncated: "
-                f"{_one_line(exc)})"
-            ) from None
-        try:
-            _probe(handle, path)
-        except Exception as exc:  # noqa: BLE001
-            handle.close()
-            raise SlideOpenError(f"{path}: corrupt or truncated slide ({_one_line(exc)})") from None
+        handle = call_with_limit(
+            lambda: _open_handle(target), open_timeout_s,
+            f"{target}: opening did not finish within {open_timeout_s:g} s (a blocked read: "
+            "network mount, device or a named pipe in a DICOM folder); the call was abandoned",
+            cleanup=lambda h: h.close())
     try:
-        return Slide(path, handle, mpp_override, require_mpp)
+        return Slide(target, handle, mpp_override, require_mpp)
     except BaseException:
         handle.close()
         raise
