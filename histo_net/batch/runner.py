@@ -246,6 +246,15 @@ class _Batch:
             print(line, file=sys.stderr)
 
 
+def _advance(bar: Any) -> None:
+    """One slide further; the last step is drawn only by ``close()``, so the final bar is
+    printed once (consoles that do not honour carriage returns showed it twice)."""
+    if bar.total is not None and bar.n + 1 >= bar.total:
+        bar.n = bar.total
+    else:
+        bar.update(1)
+
+
 def run_batch(tasks: Sequence[SlideTask], process: Process, *, out_dir: Path,
               overwrite: bool = False, progress: bool = True, run_files: RunFiles | None = None,
               layout: OutputLayout = OutputLayout(), command: str = "predict") -> BatchSummary:
@@ -272,14 +281,14 @@ def run_batch(tasks: Sequence[SlideTask], process: Process, *, out_dir: Path,
         for task in tasks:
             bar.set_postfix_str(task.slide_id[:40], refresh=False)
             if batch.attempt(task) is None:
-                bar.update(1)
+                _advance(bar)
             else:
                 deferred.append(task)
         for task in deferred:  # held by another process when first reached
             owner = batch.attempt(task)
             if owner is not None:
                 batch.summary.elsewhere.append((task.slide_id, owner))
-            bar.update(1)
+            _advance(bar)
     finally:
         bar.close()
         rebuild_run_files(out_dir, run_files)

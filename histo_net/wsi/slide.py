@@ -215,8 +215,8 @@ class Slide:
                 f"{self.path}: slide is {self.mpp:.4g} um/px (from {self.mpp_source}), "
                 f"{self.mpp / target_mpp:.1f}x coarser than the target {target_mpp:g} um/px, so each "
                 f"{tile_size_px} px tile would be upsampled from {read_px} source px (limit "
-                f"{max_upsample:g}x); if the slide's mpp is wrong pass the right one with --mpp X, "
-                f"or allow it with --set max_upsample={math.ceil(self.mpp / target_mpp)}")
+                f"{max_upsample:g}x, tiling setting max_upsample); if the slide's mpp is wrong "
+                "pass the right one with --mpp X")
         if self.mpp > target_mpp * (1.0 + tolerance):
             log.warning("%s: slide mpp %.3f is coarser than target %.3f; tiles are upsampled",
                         self.path, self.mpp, target_mpp)
