@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -28,6 +29,7 @@ T = TypeVar("T")
 #: file-name suffixes of DICOM instances (files without a suffix are recognised by content)
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
 _DICOM_MAGIC_OFFSET = 128
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _MODE_NAMES: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISCHR, "a character device"),
@@ -141,6 +143,53 @@ def check_slide_path(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise SlideOpenError(f"{path}: empty file (0 bytes)")
     return path
+
+
+class _Collect(logging.Handler):
+    """Collects tifffile's warnings (it logs, rather than raises, on broken IFD chains)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def tiff_structure_problem(path: Path) -> str | None:
+    """Why a TIFF-family file is truncated or corrupt (IFD chain, data past the end), or None.
+
+    Used before a file OpenSlide did not recognise is read as a plain image: a truncated
+    pyramidal TIFF / SVS would otherwise be read as its first page. Non-TIFF files: None.
+    """
+    import tifffile  # deferred: only for TIFF files OpenSlide refused
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) not in _TIFF_MAGICS:
+            return None
+    size = path.stat().st_size
+    logger = logging.getLogger("tifffile")
+    collect = _Collect()
+    logger.addHandler(collect)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for index, page in enumerate(tif.pages):
+                ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts)]
+                if ends and max(ends) > size:
+                    return f"page {index} data ends at byte {max(ends)}, past the end ({size} bytes)"
+            description = str(getattr(tif.pages[0], "description", "") or "") if tif.pages else ""
+    except Exception as exc:  # noqa: BLE001  any parse failure is the problem itself
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    if collect.messages:
+        return collect.messages[0].splitlines()[0]
+    if description.startswith("Aperio"):
+        return "an Aperio SVS that OpenSlide cannot open"
+    return None
 
 
 def call_with_limit(fn: Callable[[], T], timeout_s: float, timeout_message: str,

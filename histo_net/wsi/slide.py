@@ -29,7 +29,12 @@ from histo_net.errors import (
     SlideTooLargeError,
 )
 from histo_net.types import MicronsPerPixel, RGBImage
-from histo_net.wsi.file_checks import call_with_limit, check_dicom_folder, check_slide_path
+from histo_net.wsi.file_checks import (
+    call_with_limit,
+    check_dicom_folder,
+    check_slide_path,
+    tiff_structure_problem,
+)
 from histo_net.wsi.metadata import associated_overview, mpp_from_unit, positive_float
 from histo_net.wsi.pixels import (
     bgra_shuffle,
@@ -377,6 +382,10 @@ def _open_handle(path: Path) -> Any:
     vendor = detect_vendor(path)
     if vendor == "dicom":
         check_dicom_folder(path)
+    problem = tiff_structure_problem(path) if vendor is None else None
+    if problem is not None:
+        raise SlideOpenError(f"{path}: truncated or corrupt TIFF ({problem}); OpenSlide cannot open "
+                             "it and it is not read as a plain image")
     try:
         handle = openslide.OpenSlide(str(path)) if vendor else openslide.ImageSlide(str(path))
     except Exception as exc:  # noqa: BLE001  OpenSlideError, UnidentifiedImageError, OSError..

@@ -1,4 +1,5 @@
-"""Report files: JSON, QuPath GeoJSON, self-contained escaped HTML, optional Chromium screenshot."""
+"""Report files: JSON, self-contained escaped HTML, optional Chromium screenshot (GeoJSON:
+test_geojson.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histo_net.report.geojson import build_geojson, class_colours
 from histo_net.report.html import render_report_html
 from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import (
@@ -64,29 +64,6 @@ def make_report(status: str = "ok", predicted: str = "neuroendocrine", n_side: i
         provenance={"input_path": "/data/slide_01.svs", "input_sha256": "ab" * 32,
                     "run_date": "2026-11-24T01:00:00+00:00", "versions": {"torch": "2.6"}},
         label="neuroendocrine")
-
-
-def test_geojson_structure_and_round_trip() -> None:
-    report = make_report()
-    gj = build_geojson(report)
-    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == report.tile_count
-    assert json.loads(json.dumps(gj, allow_nan=False)) == gj
-    colours = class_colours(TILE_CLASSES)
-    for i, feat in enumerate(gj["features"]):
-        ring = feat["geometry"]["coordinates"][0]
-        assert feat["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
-        x, y = report.coords_level0[i]
-        assert ring[0] == [x, y] and ring[2] == [x + 64, y + 64]
-        props = feat["properties"]
-        assert props["objectType"] == "tile"
-        meas = props["measurements"]
-        assert set(meas) == {"attention"} | {f"prob_{c}" for c in TILE_CLASSES}
-        assert meas["attention"] == pytest.approx(report.attention[i])
-        if i > 0:
-            best = TILE_CLASSES[int(np.argmax(report.tile_probs[i]))]
-            assert props["classification"] == {"name": best, "color": colours[best]}
-            assert meas["prob_other_srct"] == pytest.approx(report.tile_probs[i, 2])
-    assert gj["features"][0]["properties"]["measurements"]["prob_neuroendocrine"] is None
 
 
 def test_report_json_is_json_safe_and_complete() -> None:
