@@ -7,9 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from histo_net.cli.main import main
+from histo_net.errors import SlideReadError
+from histo_net.features.embed import embed_slide, worker_message
+from histo_net.models.tile_cnn import TileClassifier
+from histo_net.wsi.slide import open_slide
 from tests.predict_fixtures import make_untrained_bundle
 from tests.slide_fixtures import flip_bytes_in_tiles, write_test_slide
 
@@ -21,14 +27,38 @@ def _predict(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
 
 
-def test_missing_or_unusable_model_exits_2(tmp_path: Path) -> None:
+def test_missing_or_unusable_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     slide, _ = write_test_slide(tmp_path / "s.tif", 256, 256)
-    proc = _predict(str(slide), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "nope.pt" in proc.stderr and "Traceback" not in proc.stderr
     bad = tmp_path / "bad.pt"
     torch.save({"format_version": 1, "class_names": ["a"]}, bad)
-    proc = _predict(str(slide), "--model", str(bad), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "bad.pt" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    for model in (tmp_path / "nope.pt", bad):
+        code = main(["predict", str(slide), "--model", str(model), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and model.name in err and len(err.splitlines()) == 1, err
+
+
+def test_worker_errors_come_back_as_the_workers_one_line(tmp_path: Path) -> None:
+    clean, _ = write_test_slide(tmp_path / "clean.tif", 1024, 1536, seed=2)
+    broken = flip_bytes_in_tiles(clean, tmp_path / "broken.tif", page=0, fraction=0.5)
+    encoder = TileClassifier(backbone="resnet18", num_classes=3)
+    with open_slide(clean) as s:
+        plan = s.read_plan(0.5, 64)
+    coords = np.array([[x, 0] for x in range(0, 1536, 64)], np.int64)  # the damaged top row
+    with pytest.raises(SlideReadError) as info:
+        embed_slide(encoder, broken, coords, plan, device=torch.device("cpu"), batch_size=8,
+                    workers=1)
+    message = str(info.value)
+    assert "\n" not in message and str(broken) in message and "Corrupt JPEG data" in message
+    assert "DataLoader worker" not in message and "Traceback" not in message
+
+
+def test_worker_message_unwraps_torch_traceback_text() -> None:
+    text = ("Caught SlideReadError in DataLoader worker process 0.\nOriginal Traceback (most "
+            "recent call last):\n  File \"x.py\", line 1, in f\nhisto_net.errors.SlideReadError: "
+            "/data/a b.svs: cannot read the tile at (1, 2) (KeyError: 'x')\n")
+    assert worker_message(SlideReadError(text)) == ("/data/a b.svs: cannot read the tile at "
+                                                   "(1, 2) (KeyError: 'x')")
+    assert worker_message(ValueError("plain")) == "plain"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +67,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  target_mpp=0.5)
 
 
+@pytest.mark.slow
 def test_worker_read_error_is_a_one_line_typed_failure(bundle: Path, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
