@@ -104,7 +104,8 @@ def embed_slide(
     if progress:
         from tqdm import tqdm  # deferred: only when a bar is shown
 
-        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False)
+        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False,
+                   disable=None)  # None: no bar when stderr is not a terminal (logs, torchrun)
     for tiles, _ in _batches_or_typed_error(batches, Path(slide_path)):
         x = tiles.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, enabled=amp):

@@ -11,7 +11,8 @@ The limit is ``timeout_s`` when given (``--slide-timeout S``), else
 :func:`default_slide_timeout_s` of the slide's declared size, known once it opened
 (before that, :data:`OPEN_LIMIT_S`). The child also arms ``SIGALRM`` as a backstop, so it
 never outlives its limit even if the parent was killed. Without the ``forkserver`` start
-method (non-POSIX) the work runs in-process without a limit.
+method (non-POSIX), or inside a daemonic process (a DataLoader or pool worker), the work
+runs in-process: the open keeps its hard limit, the tiling has none.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def _child(conn: Any, path: str, mpp: float | None, cfg: TilingConfig, limit_s: 
 
 
 def _context() -> Any:
-    """The fork-server context (its server preloads this module once), or None."""
+    """The fork-server context (its server preloads this module once), or None (no fork
+    server on this platform, or a daemonic process, which may not have children)."""
     if _START_METHOD not in multiprocessing.get_all_start_methods():
+        return None
+    if multiprocessing.current_process().daemon:
         return None
     ctx = multiprocessing.get_context(_START_METHOD)
     ctx.set_forkserver_preload([__name__, "openslide"])
