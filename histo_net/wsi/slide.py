@@ -1,11 +1,15 @@
 """Whole-slide reading: the only module that imports openslide.
 
-Opens anything OpenSlide opens plus plain images (PNG, JPEG, single-image TIFF,
-through ``openslide.open_slide`` as an ``ImageSlide``), resolves microns per
-pixel (override > vendor metadata > TIFF resolution tags, else
-``MissingMPPError``), picks the pyramid level for a target mpp, reads tiles as
-RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
-in chunks within a pixel budget. Coordinates are level-0 pixels, top-left, (x, y).
+Opens anything OpenSlide opens (DICOM WSI folders included) plus plain images (PNG,
+JPEG, single-image TIFF, as an ``ImageSlide``); a file OpenSlide identifies as a WSI
+format, or a truncated pyramidal TIFF, is never read as a plain image. What is not a
+regular file is refused before any read and the open runs under a hard time limit
+(:mod:`histo_net.wsi.file_checks`). Resolves microns per pixel (override > vendor
+metadata > TIFF resolution tags, else ``MissingMPPError`` naming unusable metadata),
+picks the pyramid level for a target mpp (refusing upsampling beyond a factor), reads
+tiles as RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
+in chunks within a pixel budget (a level too large to read is never read whole).
+Coordinates are level-0 pixels, top-left, (x, y).
 """
 
 from __future__ import annotations
