@@ -42,6 +42,10 @@ class TissueConfig(StrictModel):
         description="pixels whose brightest channel is below this are not tissue (black borders, ink)",
     )
     min_tissue_area_um2: float = Field(20_000.0, ge=0, description="drop smaller tissue objects")
+    min_area_max_image_fraction: float = Field(
+        0.05, ge=0, le=1,
+        description="the minimum tissue area is at most this fraction of the image, so a small "
+        "all-tissue image (a 256 px crop) keeps its tissue")
     max_hole_area_um2: float = Field(
         250_000.0, ge=0, description="fill holes smaller than this (fat, small lumens)")
     closing_um: float = Field(16.0, ge=0, description="morphological closing radius, um")
@@ -58,6 +62,9 @@ class TilingConfig(StrictModel):
         0.1, ge=0, le=0.5, description="a level this much coarser than target still counts"
     )
     thumbnail_max_px: int = Field(2048, ge=256, description="QC thumbnail longest side")
+    max_upsample: float = Field(
+        2.0, ge=1.0, description="refuse slides more than this many times coarser than target_mpp "
+        "(tiles would be upsampled from a few source pixels); pass --mpp when metadata is wrong")
     tissue: TissueConfig = TissueConfig()
 
     @property

@@ -66,3 +66,28 @@ class NonFiniteLossError(HistoNetError, FloatingPointError):
     """The training loss became NaN or infinite (learning rate too high, bad input, overflow)."""
 
     kind = "non_finite_loss"
+
+
+class NotAFileError(SlideOpenError):
+    """The input is not a regular file (named pipe, device, socket, symlink loop, folder)."""
+
+    kind = "not_a_file"
+
+
+class SlideTimeoutError(HistoNetError):
+    """A slide's open, tiling or thumbnail step ran past its wall-clock limit (``--slide-timeout``)."""
+
+    kind = "slide_timeout"
+
+
+class SlideTooLargeError(SlideOpenError):
+    """Building the thumbnail would read more pixels than the budget allows and no coarser
+    source exists (e.g. a small file declaring a gigantic single level)."""
+
+    kind = "slide_too_large"
+
+
+class ResolutionMismatchError(MissingMPPError):
+    """Tiles would be upsampled beyond the allowed factor (slide coarser than the target mpp)."""
+
+    kind = "resolution_mismatch"

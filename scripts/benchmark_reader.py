@@ -46,7 +46,8 @@ METHODS = ("raw_openslide", "slide_openslide", "slide_tifffile_jpeg",
 
 def _open(path: Path, reader: str) -> Any:
     """A ``Slide`` read through ``reader`` ("openslide" or "auto")."""
-    from histo_net.wsi.slide import READER_ENV, open_slide
+    from histo_net.wsi.handles import READER_ENV
+    from histo_net.wsi.slide import open_slide
 
     old = os.environ.get(READER_ENV)
     os.environ[READER_ENV] = reader

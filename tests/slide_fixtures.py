@@ -8,7 +8,11 @@
   no resolution at all.
 * :func:`write_png` - plain PNG (optionally RGBA).
 * bad inputs: :func:`write_empty_file`, :func:`write_random_bytes`,
-  :func:`write_truncated_copy`, :func:`make_folder_named`.
+  :func:`write_truncated_copy`, :func:`make_folder_named`, :func:`write_huge_declared_tiff`
+  (a few MB declaring 200,000 x 200,000 px), :func:`flip_bytes_in_tiles`,
+  :func:`write_garbage_ifd_copy`.
+* :func:`write_dicom_wsi` - a minimal DICOM VL Whole Slide Microscopy instance (explicit VR
+  little endian, uncompressed RGB frames, TILED_FULL) that OpenSlide 4 opens.
 
 Everything is deterministic (seeded) and small; nothing is downloaded.
 """
@@ -175,3 +179,136 @@ def area_resize_reference(rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarr
     wx = area_weights(rgb.shape[1], size_wh[0])
     rows = np.tensordot(wy, rgb.astype(np.float64), axes=(1, 0))    # (h, W, 3)
     return np.tensordot(rows, wx, axes=(1, 1)).transpose(0, 2, 1)   # (h, 3, w) -> (h, w, 3)
+
+
+# --------------------------------------------------------------------------- hostile files
+
+def write_huge_declared_tiff(path: Path, width: int = 200_000, height: int = 200_000,
+                             tile_px: int = 256, mpp: float = 0.5) -> Path:
+    """A tiled, uncompressed TIFF declaring ``width x height`` px whose tiles all point at
+    one shared tile: about 8 bytes per tile (4.9 MB for 200,000 x 200,000), mpp in tags."""
+    import struct
+
+    nx, ny = -(-width // tile_px), -(-height // tile_px)
+    n = nx * ny
+    rgb, _ = he_like_image(tile_px, tile_px, seed=5, ellipses=((0.5, 0.5, 0.6, 0.6),))
+    tile = rgb.tobytes()
+    res = round(1e4 / mpp)
+    entries = 14
+    tile_at = 8
+    bits_at = tile_at + len(tile)
+    xres_at, yres_at = bits_at + 6, bits_at + 14
+    offsets_at = bits_at + 22
+    counts_at = offsets_at + 4 * n
+    ifd_at = counts_at + 4 * n
+    tags = [  # (tag, type, count, value-or-offset); types: 3 SHORT, 4 LONG, 5 RATIONAL
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 1),
+        (262, 3, 1, 2), (277, 3, 1, 3), (282, 5, 1, xres_at), (283, 5, 1, yres_at),
+        (284, 3, 1, 1), (296, 3, 1, 3), (322, 4, 1, tile_px), (323, 4, 1, tile_px),
+        (324, 4, n, offsets_at), (325, 4, n, counts_at)]
+    assert len(tags) == entries
+    with open(path, "wb") as fh:
+        fh.write(b"II*\x00" + struct.pack("<I", ifd_at))
+        fh.write(tile)
+        fh.write(struct.pack("<3H", 8, 8, 8))
+        fh.write(struct.pack("<2I", res, 1) * 2)
+        fh.write(np.full(n, tile_at, "<u4").tobytes())
+        fh.write(np.full(n, len(tile), "<u4").tobytes())
+        fh.write(struct.pack("<H", entries))
+        for tag, kind, count, value in tags:
+            packed = struct.pack("<H", value) + b"\x00\x00" if kind == 3 and count == 1 else \
+                struct.pack("<I", value)
+            fh.write(struct.pack("<HHI", tag, kind, count) + packed)
+        fh.write(struct.pack("<I", 0))
+    return Path(path)
+
+
+def flip_bytes_in_tiles(src: Path, dst: Path, per_tile: int = 8, seed: int = 0,
+                        page: int = 0, fraction: float = 1.0) -> Path:
+    """Copy of the TIFF ``src`` with ``per_tile`` bytes inverted inside the first ``fraction``
+    of the tiles of ``page`` (row-major)."""
+    import tifffile
+
+    data = bytearray(Path(src).read_bytes())
+    with tifffile.TiffFile(src) as tif:
+        tiff_page = tif.pages[page]
+        spans = list(zip(tiff_page.dataoffsets, tiff_page.databytecounts))
+    spans = spans[:max(1, round(len(spans) * fraction))]
+    rng = np.random.default_rng(seed)
+    for offset, count in spans:
+        for _ in range(per_tile):
+            data[offset + int(rng.integers(count // 4, count - 4))] ^= 0xFF
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def write_garbage_ifd_copy(src: Path, dst: Path) -> Path:
+    """Copy of the TIFF ``src`` whose first-IFD offset points far past the end of the file."""
+    data = bytearray(Path(src).read_bytes())
+    data[4:8] = (0x7FFFFFF0).to_bytes(4, "little")
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+# --------------------------------------------------------------------------- DICOM
+
+_LONG_VR = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"}
+WSM_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def _dicom_element(group: int, elem: int, vr: bytes, value: bytes | str) -> bytes:
+    """One explicit-VR little-endian data element (value padded to even length)."""
+    import struct
+
+    raw = value.encode() if isinstance(value, str) else value
+    if len(raw) % 2:
+        raw += b"\x00" if vr in (b"UI", b"OB") else b" "
+    head = struct.pack("<HH", group, elem) + vr
+    if vr in _LONG_VR:
+        return head + b"\x00\x00" + struct.pack("<I", len(raw)) + raw
+    return head + struct.pack("<H", len(raw)) + raw
+
+
+def write_dicom_wsi(path: Path, rgb: np.ndarray, *, tile_px: int = 128, mpp: float = 0.5,
+                    series_uid: str = "1.2.826.0.1.3680043.9.7.1",
+                    instance_uid: str = "1.2.826.0.1.3680043.9.7.2") -> Path:
+    """A one-level DICOM WSI instance of (H,W,3) uint8 ``rgb`` (uncompressed RGB frames)."""
+    import struct
+
+    height, width = rgb.shape[:2]
+    frames = []
+    for ty in range(0, height, tile_px):
+        for tx in range(0, width, tile_px):
+            frame = np.full((tile_px, tile_px, 3), 255, np.uint8)
+            part = rgb[ty:ty + tile_px, tx:tx + tile_px]
+            frame[:part.shape[0], :part.shape[1]] = part
+            frames.append(frame.tobytes())
+    el = _dicom_element
+    meta_body = (el(2, 1, b"OB", b"\x00\x01") + el(2, 2, b"UI", WSM_SOP_CLASS)
+                 + el(2, 3, b"UI", instance_uid) + el(2, 0x10, b"UI", "1.2.840.10008.1.2.1")
+                 + el(2, 0x12, b"UI", "1.2.826.0.1.3680043.9.7"))
+    meta = el(2, 0, b"UL", struct.pack("<I", len(meta_body))) + meta_body
+
+    def item(body: bytes) -> bytes:
+        return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+    spacing = f"{mpp / 1000:.6g}\\{mpp / 1000:.6g}"  # mm per pixel, row\\column
+    shared = item(el(0x28, 0x9110, b"SQ", item(el(0x28, 0x30, b"DS", spacing))))
+    us = lambda v: struct.pack("<H", v)
+    ul = lambda v: struct.pack("<I", v)
+    dataset = b"".join([
+        el(8, 8, b"CS", "ORIGINAL\\PRIMARY\\VOLUME\\NONE"), el(8, 0x16, b"UI", WSM_SOP_CLASS),
+        el(8, 0x18, b"UI", instance_uid), el(8, 0x60, b"CS", "SM"),
+        el(0x20, 0xD, b"UI", "1.2.826.0.1.3680043.9.7.3"), el(0x20, 0xE, b"UI", series_uid),
+        el(0x20, 0x9311, b"CS", "TILED_FULL"),
+        el(0x28, 2, b"US", us(3)), el(0x28, 4, b"CS", "RGB"), el(0x28, 6, b"US", us(0)),
+        el(0x28, 8, b"IS", str(len(frames))), el(0x28, 0x10, b"US", us(tile_px)),
+        el(0x28, 0x11, b"US", us(tile_px)), el(0x28, 0x100, b"US", us(8)),
+        el(0x28, 0x101, b"US", us(8)), el(0x28, 0x102, b"US", us(7)), el(0x28, 0x103, b"US", us(0)),
+        el(0x48, 6, b"UL", ul(width)), el(0x48, 7, b"UL", ul(height)), el(0x48, 0x303, b"UL", ul(1)),
+        el(0x5200, 0x9229, b"SQ", shared),
+        el(0x7FE0, 0x10, b"OB", b"".join(frames)),
+    ])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(b"\x00" * 128 + b"DICM" + meta + dataset)
+    return Path(path)

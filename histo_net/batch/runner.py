@@ -7,9 +7,11 @@ Layout of an output folder ``DIR``::
     DIR/manifest.jsonl           final state of every slide    } rebuilt from .state/ after every
     DIR/<stage run files>        e.g. predictions.csv          } run, so shards combine into one
 
-A slide's state is written "running" before work starts and "done" only after its outputs
-are in place, so a killed run is never counted as done. Concurrent shards touch disjoint
-slides; the run files are rebuilt under a file lock. Used by ``predict`` and ``tile``.
+A slide is claimed (``DIR/.state/<slide_id>.claim``, see :mod:`histo_net.batch.claims`)
+before work starts, so several processes on one folder, sharded or not, share the slides
+and compute each once; its state is written "running" before work starts and "done" only
+after its outputs are in place, so a killed run is never counted as done. The run files are
+rebuilt under a file lock. Used by ``predict`` and ``tile``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from histo_net.batch.claims import Heartbeat, claim_path, release_claim, try_claim
 from histo_net.batch.state import (
     DONE,
     FAILED,
@@ -71,11 +74,19 @@ class SlideTask:
 
 @dataclass
 class BatchSummary:
-    """Slide ids done, skipped (already done) and failed ``(slide_id, error_type, message)``."""
+    """Slide ids done, skipped (already done, also by another process), failed
+    ``(slide_id, error_type, message)`` and ``elsewhere`` ``(slide_id, owner)``: still being
+    worked on by another live process when this one finished."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    elsewhere: list[tuple[str, str]] = field(default_factory=list)
+
+    def touched(self) -> set[str]:
+        """Every slide id this run reported on."""
+        return (set(self.done) | set(self.skipped) | {f[0] for f in self.failed}
+                | {e[0] for e in self.elsewhere})
 
     def exit_code(self) -> int:
         """0 when nothing failed, else 1."""
@@ -180,15 +191,81 @@ def failure_line(command: str, slide_id: str, error_type: str, message: str) -> 
     return f"histo-net {command}: {slide_id}: failed [{error_type}] {message}"
 
 
+def _done_meanwhile(out_dir: Path, task: SlideTask, layout: OutputLayout, overwrite: bool,
+                    run_started: str) -> bool:
+    """After claiming: whether another process finished ``task`` (during this run, with
+    ``overwrite``) so it must not be computed again."""
+    if not overwrite:
+        return is_done(out_dir, task, layout)
+    state = read_state(out_dir, task.slide_id)
+    return bool(state is not None and state.status == DONE and (state.started_at or "") >= run_started
+                and state.pid != os.getpid() and layout.done_path(out_dir, task.slide_id).is_file())
+
+
+class _Batch:
+    """One run_batch call: claims, processing and the summary."""
+
+    def __init__(self, process: Process, out_dir: Path, overwrite: bool, progress: bool,
+                 layout: OutputLayout, command: str) -> None:
+        self.process, self.out_dir, self.overwrite = process, out_dir, overwrite
+        self.progress, self.layout, self.command = progress, layout, command
+        self.summary = BatchSummary()
+        self.run_started = now_iso()
+
+    def attempt(self, task: SlideTask) -> str | None:
+        """Process ``task`` unless done or claimed; None when settled, else the claim owner."""
+        if not self.overwrite and is_done(self.out_dir, task, self.layout):
+            self.summary.skipped.append(task.slide_id)
+            return None
+        owner = try_claim(self.out_dir, task.slide_id)
+        if owner is not None:
+            return owner.describe()
+        try:
+            with Heartbeat(claim_path(self.out_dir, task.slide_id)):
+                if _done_meanwhile(self.out_dir, task, self.layout, self.overwrite, self.run_started):
+                    self.summary.skipped.append(task.slide_id)
+                    return None
+                state = _run_one(task, self.process, self.out_dir, self.layout)
+        finally:
+            release_claim(self.out_dir, task.slide_id)
+        if state.status == DONE:
+            self.summary.done.append(task.slide_id)
+        else:
+            failed = (task.slide_id, str(state.error_type), str(state.error))
+            self.summary.failed.append(failed)
+            self.report(failure_line(self.command, *failed))
+        return None
+
+    def report(self, line: str) -> None:
+        """One stderr line that does not break the progress bar."""
+        if self.progress:
+            from tqdm import tqdm  # deferred: keeps importing the runner cheap
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+
+def _advance(bar: Any) -> None:
+    """One slide further; the last step is drawn only by ``close()``, so the final bar is
+    printed once (consoles that do not honour carriage returns showed it twice)."""
+    if bar.total is not None and bar.n + 1 >= bar.total:
+        bar.n = bar.total
+    else:
+        bar.update(1)
+
+
 def run_batch(tasks: Sequence[SlideTask], process: Process, *, out_dir: Path,
               overwrite: bool = False, progress: bool = True, run_files: RunFiles | None = None,
               layout: OutputLayout = OutputLayout(), command: str = "predict") -> BatchSummary:
-    """Process every task, isolating failures; resumable and safe for concurrent shards.
+    """Process every task, isolating failures; resumable and safe for concurrent processes.
 
     A task is skipped when already done with an identical ``input_key`` and its done file
-    exists (unless ``overwrite``). Otherwise ``process(task, work_dir)`` produces the slide's
-    outputs and returns a :class:`Summary`; an exception marks the slide failed (one stderr
-    line) and the batch goes on. ``manifest.jsonl`` and ``run_files`` are rebuilt at the end.
+    exists (unless ``overwrite``). Otherwise it is claimed (a slide another live process
+    holds is left to it and revisited at the end) and ``process(task, work_dir)`` produces
+    the slide's outputs and returns a :class:`Summary`; an exception marks the slide failed
+    (one stderr line) and the batch goes on. ``manifest.jsonl`` and ``run_files`` are
+    rebuilt at the end.
     """
     from tqdm import tqdm  # deferred: keeps importing the runner cheap
 
@@ -196,30 +273,26 @@ def run_batch(tasks: Sequence[SlideTask], process: Process, *, out_dir: Path,
     _check_tasks(tasks)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)
-    summary = BatchSummary()
+    batch = _Batch(process, out_dir, overwrite, progress, layout, command)
     bar = tqdm(total=len(tasks), desc="slides", unit="slide", file=sys.stderr, dynamic_ncols=True,
                disable=None if progress else True)  # None: no bar when stderr is not a terminal
+    deferred: list[SlideTask] = []
     try:
         for task in tasks:
             bar.set_postfix_str(task.slide_id[:40], refresh=False)
-            if not overwrite and is_done(out_dir, task, layout):
-                summary.skipped.append(task.slide_id)
+            if batch.attempt(task) is None:
+                _advance(bar)
             else:
-                state = _run_one(task, process, out_dir, layout)
-                if state.status == DONE:
-                    summary.done.append(task.slide_id)
-                else:
-                    failed = (task.slide_id, str(state.error_type), str(state.error))
-                    summary.failed.append(failed)
-                    line = failure_line(command, *failed)
-                    if progress:
-                        tqdm.write(line, file=sys.stderr)
-                    else:
-                        print(line, file=sys.stderr)
-            bar.update(1)
+                deferred.append(task)
+        for task in deferred:  # held by another process when first reached
+            owner = batch.attempt(task)
+            if owner is not None:
+                batch.summary.elsewhere.append((task.slide_id, owner))
+            _advance(bar)
     finally:
         bar.close()
         rebuild_run_files(out_dir, run_files)
-    logger.info("batch: %d done, %d skipped, %d failed", len(summary.done), len(summary.skipped),
-                len(summary.failed))
+    summary = batch.summary
+    logger.info("batch: %d done, %d skipped, %d failed, %d left to other processes",
+                len(summary.done), len(summary.skipped), len(summary.failed), len(summary.elsewhere))
     return summary

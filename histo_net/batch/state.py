@@ -169,7 +169,7 @@ def work_dir(out_dir: Path, prefix: str, slide_id: str) -> Path:
     return safe_child(out_dir, f"{prefix}{slide_id}-{os.getpid()}@{host_name()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine."""
     try:
         os.kill(pid, 0)
@@ -197,7 +197,7 @@ def clean_stale(out_dir: Path) -> list[Path]:
         if not (match and entry.is_dir()):
             continue
         pid = int(match.group("pid"))
-        if match.group("host") == host and (pid == os.getpid() or not _pid_alive(pid)):
+        if match.group("host") == host and (pid == os.getpid() or not pid_alive(pid)):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     cutoff = time.time() - STALE_TEMP_FILE_S
@@ -206,7 +206,7 @@ def clean_stale(out_dir: Path) -> list[Path]:
             owner = temp_file_owner(entry)
             with contextlib.suppress(OSError):
                 if owner is not None and owner[0] == host:
-                    stale = owner[1] == os.getpid() or not _pid_alive(owner[1])
+                    stale = owner[1] == os.getpid() or not pid_alive(owner[1])
                 else:
                     stale = entry.stat().st_mtime < cutoff
                 if stale and entry.is_file():
@@ -218,14 +218,21 @@ def clean_stale(out_dir: Path) -> list[Path]:
 
 
 def install_dir(out_dir: Path, tmp_dir: Path, slide_id: str) -> Path:
-    """Rename ``tmp_dir`` to ``DIR/<slide_id>``, replacing an existing folder safely."""
+    """Rename ``tmp_dir`` to ``DIR/<slide_id>``, replacing an existing folder safely.
+
+    The two renames happen under the folder's lock, so two writers (on one host or on a
+    shared filesystem) never interleave them: each install sees either the old folder or
+    a complete new one, and the last writer's folder wins whole.
+    """
     final = safe_child(out_dir, slide_id)
-    old = None
-    if final.exists():
-        old = work_dir(out_dir, OLD_PREFIX, slide_id)
-        os.replace(final, old)
-    os.replace(tmp_dir, final)
-    if old is not None:
+    old = work_dir(out_dir, OLD_PREFIX, slide_id)
+    with state_lock(out_dir):
+        moved = False
+        if final.exists():
+            os.replace(final, old)
+            moved = True
+        os.replace(tmp_dir, final)
+    if moved:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -233,7 +240,7 @@ def install_dir(out_dir: Path, tmp_dir: Path, slide_id: str) -> Path:
 # --------------------------------------------------------------------------- run files
 
 @contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
+def state_lock(out_dir: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``DIR/.state/.lock`` (released when the process dies)."""
     lock_path = Path(out_dir) / STATE_DIR / ".lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +272,7 @@ def rebuild_run_files(out_dir: Path, run_files: RunFiles | None = None) -> None:
     """Rewrite DIR/manifest.jsonl and the stage's run files from every state file (atomically,
     under a lock, so the last shard to finish leaves the complete files)."""
     out_dir = Path(out_dir)
-    with _locked(out_dir):
+    with state_lock(out_dir):
         states = read_states(out_dir)
         manifest = "".join(json.dumps(json_safe(manifest_record(s))) + "\n" for s in states)
         atomic_write_text(safe_child(out_dir, "manifest.jsonl"), manifest)

@@ -58,8 +58,13 @@ def tiling_csv_text(states: list[SlideState]) -> str:
 
 def run_tiling(inputs: Sequence[str | Path], *, out_dir: Path, cfg: TilingConfig,
                mpp_override: float | None = None, shard: str | None = None,
-               overwrite: bool = False, write_qc: bool = True, progress: bool = True) -> BatchSummary:
-    """Tile every input slide (this process's shard) into ``out_dir/tiles``."""
+               overwrite: bool = False, write_qc: bool = True, progress: bool = True,
+               slide_timeout_s: float | None = None) -> BatchSummary:
+    """Tile every input slide (this process's shard) into ``out_dir/tiles``.
+
+    ``slide_timeout_s``: wall-clock limit per slide on open + tiling + thumbnail (None: scaled
+    by the slide's size, see :mod:`histo_net.wsi.watchdog`).
+    """
     specs = resolve_inputs(list(inputs), mpp_override=mpp_override)
     index, count = resolve_shard(shard)
     specs = select_shard(specs, index, count, key=lambda s: s.slide_id)
@@ -72,7 +77,7 @@ def run_tiling(inputs: Sequence[str | Path], *, out_dir: Path, cfg: TilingConfig
 
     def process(task: SlideTask, _work_dir: Path) -> TilingSummary:
         outcome = ensure_tiles(by_id[task.slide_id], cfg, tiles_dir, overwrite=overwrite,
-                               write_qc=write_qc)
+                               write_qc=write_qc, timeout_s=slide_timeout_s)
         line = outcome.summary_line(task.slide_id)
         print(line, file=sys.stdout, flush=True)
         t = outcome.tiles

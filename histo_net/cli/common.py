@@ -57,6 +57,15 @@ def add_shard_option(parser: argparse.ArgumentParser) -> None:
                         "ranks split the slides automatically")
 
 
+def add_slide_timeout_option(parser: argparse.ArgumentParser) -> None:
+    """--slide-timeout S: wall-clock limit on each slide's open, tiling and thumbnail."""
+    parser.add_argument("--slide-timeout", dest="slide_timeout", type=positive_float, default=None,
+                        metavar="S",
+                        help="stop a slide whose open, tissue detection, tiling and thumbnail take "
+                        "longer than S seconds (it fails with slide_timeout, the batch goes on); "
+                        "default 120 s + 60 s per gigapixel of the slide")
+
+
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     """--no-progress (progress bars on by default)."""
     parser.add_argument("--no-progress", dest="progress", action="store_false",

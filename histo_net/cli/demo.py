@@ -6,8 +6,12 @@ import argparse
 import csv
 import io
 import os
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from histo_net.cli.common import positive_int
 from histo_net.io_utils import atomic_write_text
@@ -41,6 +45,54 @@ def held_out_manifest(cohort_manifest: Path, split_of: dict[str, str], out_path:
     return len(rows)
 
 
+class StageTicker:
+    """Prints ``label: <count> (<elapsed> s)`` every ``every_s`` from a daemon thread while a
+    silent stage runs (synthesis, training), so the demo never sits quiet for minutes."""
+
+    def __init__(self, label: str, count: Callable[[], str], every_s: float = 15.0,
+                 stream: TextIO | None = None) -> None:
+        self.label, self.count, self.every_s = label, count, every_s
+        self.stream = stream or sys.stdout
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="histo-net-demo-ticker", daemon=True)
+
+    def line(self) -> str:
+        """The progress line as it reads now."""
+        return f"      {self.label}: {self.count()} ({time.perf_counter() - self.start:.0f} s)"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            print(self.line(), file=self.stream, flush=True)
+
+    def __enter__(self) -> StageTicker:  # noqa: PYI034
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+
+
+def count_files(folder: Path, pattern: str, total: int | None = None) -> Callable[[], str]:
+    """``"k/total <pattern> files"`` counter of ``folder`` for a :class:`StageTicker`."""
+    def count() -> str:
+        n = len(list(folder.glob(pattern))) if folder.is_dir() else 0
+        return f"{n}/{total} written" if total is not None else f"{n} written"
+    return count
+
+
+def training_progress(run_dir: Path) -> Callable[[], str]:
+    """Counter of a training run folder: tiled slides, epoch checkpoints, embedded slides."""
+    def count() -> str:
+        parts = [(name, len(list((run_dir / sub).glob(pattern))) if (run_dir / sub).is_dir() else 0)
+                 for name, sub, pattern in (("slides tiled", "tiles", "*.h5"),
+                                            ("checkpoints", "checkpoints", "*.pt"),
+                                            ("slides embedded", "features", "*.h5"))]
+        return ", ".join(f"{name} {n}" for name, n in parts)
+    return count
+
+
 def run(args: argparse.Namespace) -> int:
     """Synthesise, train (demo preset), predict the held-out slides and print where the report is."""
     # deferred imports: torch and the whole pipeline load only when the demo runs (fast --help)
@@ -56,14 +108,18 @@ def run(args: argparse.Namespace) -> int:
     out_dir, seed = Path(args.out), int(args.seed)
     t0 = time.perf_counter()
     print(f"[1/4] synthesising {args.slides} slides (preset small, seed {seed}) ...", flush=True)
-    manifest = generate_cohort(out_dir / "cohort", n_slides=args.slides, seed=seed, preset="small",
-                               workers=min(2, os.cpu_count() or 1))
+    slides_dir = out_dir / "cohort" / "slides"
+    with StageTicker("slides", count_files(slides_dir, "*.*", args.slides)):
+        manifest = generate_cohort(out_dir / "cohort", n_slides=args.slides, seed=seed,
+                                   preset="small", workers=min(2, os.cpu_count() or 1))
     print(f"      {manifest}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     print("[2/4] training tile CNN + attention MIL (demo preset) ...", flush=True)
     data = preset_overrides("demo")
     data["seed"] = seed
     cfg = build_config(TrainConfig, data, source="demo preset")
-    bundle_path = run_training(manifest, out_dir / "run", cfg, device=args.device, workers=args.workers)
+    run_dir = out_dir / "run"
+    with StageTicker("training", training_progress(run_dir)):
+        bundle_path = run_training(manifest, run_dir, cfg, device=args.device, workers=args.workers)
     print(f"      {bundle_path}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     print("[3/4] predicting held-out slides ...", flush=True)
     held_out = out_dir / "held_out.csv"

@@ -1,7 +1,8 @@
 """Entry point: builds the parser from the subcommand modules and maps errors to exit codes.
 
-Exit codes: 0 all succeeded, 1 some slides failed (the rest are done), 2 usage or
-configuration error. Expected errors print one line, never a traceback.
+Exit codes: 0 all succeeded, 1 some slides failed (the rest are done), 2 usage,
+configuration or model-bundle error (a missing or unusable ``--model``). Expected errors
+print one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 from histo_net import __version__
 from histo_net.cli.common import EXIT_FAILED, EXIT_USAGE
-from histo_net.errors import ConfigError, HistoNetError
+from histo_net.errors import ConfigError, HistoNetError, ModelBundleError
 
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.run(args))
-    except ConfigError as exc:
+    except (ConfigError, ModelBundleError) as exc:
         print(f"histo-net {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except HistoNetError as exc:

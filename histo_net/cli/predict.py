@@ -10,6 +10,7 @@ from histo_net.cli.common import (
     add_progress_option,
     add_shard_option,
     add_slide_inputs,
+    add_slide_timeout_option,
     flag_overrides,
 )
 
@@ -21,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_options(parser)
     add_config_options(parser, "default: configs/predict.yaml settings built in",
                        example="gallery_top_k=12")
+    add_slide_timeout_option(parser)
     add_shard_option(parser)
     add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every input slide; exit 0 when all succeed, 1 when some failed."""
+    """Predict every input slide; exit 0 when all succeed, 1 when some failed, 2 for a bad model."""
     from pathlib import Path
 
     from histo_net.config import load_config
@@ -38,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     summary = run_predict(
         args.inputs, model_path=Path(args.model), out_dir=Path(args.out), cfg=cfg,
         device_name=args.device, mpp_override=args.mpp, shard=args.shard, overwrite=args.overwrite,
-        progress=args.progress)
+        progress=args.progress, slide_timeout_s=args.slide_timeout)
     return summary.exit_code()

@@ -15,6 +15,7 @@ from histo_net.cli.common import (
     add_progress_option,
     add_shard_option,
     add_slide_inputs,
+    add_slide_timeout_option,
     flag_overrides,
     positive_float,
     positive_int,
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", type=positive_int, default=None,
                         help="tile side in pixels at the target mpp (config tile_size_px, default 224)")
     parser.add_argument("--no-qc", action="store_true", help="do not write the tissue QC PNG")
+    add_slide_timeout_option(parser)
     add_shard_option(parser)
     add_progress_option(parser)
 
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TilingConfig, args.config, overrides)
     out = Path(args.out)
     summary = run_tiling(args.inputs, out_dir=out, cfg=cfg, mpp_override=args.mpp, shard=args.shard,
-                         overwrite=args.overwrite, write_qc=not args.no_qc, progress=args.progress)
+                         overwrite=args.overwrite, write_qc=not args.no_qc, progress=args.progress,
+                         slide_timeout_s=args.slide_timeout)
     total = len(summary.done) + len(summary.skipped) + len(summary.failed)
     failed = len(summary.failed)
     print(f"tiled {total - failed}/{total} slides into {out / TILES_DIR}"

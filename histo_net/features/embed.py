@@ -8,6 +8,8 @@ DataLoader workers, each with its own slide handle.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from histo_net.device import autocast
+from histo_net.errors import HistoNetError, SlideReadError
 from histo_net.features.qc import tile_qc_features
 from histo_net.features.tiles import TileDataset, default_workers
 from histo_net.types import Coords
@@ -41,6 +44,40 @@ def _loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int,
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None)
+
+
+def worker_message(exc: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message
+    ("Caught X in DataLoader worker process 0. Original Traceback ...": the last line is
+    ``module.X: message``); this returns ``message`` (or the text as is).
+    """
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    head, sep, tail = last.partition(": ")
+    return tail if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head) else last
+
+
+def _batches_or_typed_error(batches: Iterable[Any], slide_path: Path) -> Iterator[Any]:
+    """Iterate a DataLoader; worker errors come back as the same typed one-liners as
+    main-process errors (a dead worker: ``SlideReadError`` naming the file)."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except HistoNetError as exc:
+            raise type(exc)(worker_message(exc)) from None
+        except Exception as exc:  # noqa: BLE001  e.g. "DataLoader worker (pid N) is killed by signal"
+            text = (worker_message(exc).strip().splitlines() or [""])[0]
+            raise SlideReadError(f"{slide_path}: reading tiles failed ({type(exc).__name__}: "
+                                 f"{text})") from None
+        yield batch
 
 
 @torch.no_grad()
@@ -67,8 +104,9 @@ def embed_slide(
     if progress:
         from tqdm import tqdm  # deferred: only when a bar is shown
 
-        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False)
-    for tiles, _ in batches:
+        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False,
+                   disable=None)  # None: no bar when stderr is not a terminal (logs, torchrun)
+    for tiles, _ in _batches_or_typed_error(batches, Path(slide_path)):
         x = tiles.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, enabled=amp):
             f = encoder.forward_features(x)  # (B,D)

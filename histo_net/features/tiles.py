@@ -2,7 +2,8 @@
 
 Slide handles are opened lazily inside the process that reads (a DataLoader worker, or the
 main process with ``num_workers=0``), never pickled: the handle cache is dropped on
-pickling and rebuilt when the process id changes.
+pickling and rebuilt when the process id changes. Every read error becomes a one-line
+typed ``HistoNetError`` naming the file and tile, in workers as in the main process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from histo_net.errors import HistoNetError, SlideReadError
 from histo_net.types import Coords, RGBImage
 from histo_net.wsi.slide import ReadPlan, Slide, open_slide
 
@@ -94,9 +96,16 @@ class TileDataset(Dataset):
         return len(self.coords)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        slide = self._handles.get(self.slide_path, self.mpp_override)
-        x, y = self.coords[index]
-        rgb = slide.read_tile((int(x), int(y)), self.plan)
-        tile = self.transform(rgb) if self.transform is not None else to_chw_tensor(rgb)
+        x, y = (int(v) for v in self.coords[index])
+        try:
+            slide = self._handles.get(self.slide_path, self.mpp_override)
+            rgb = slide.read_tile((x, y), self.plan)
+            tile = self.transform(rgb) if self.transform is not None else to_chw_tensor(rgb)
+        except HistoNetError:
+            raise
+        except Exception as exc:  # noqa: BLE001  any reader/transform error: one typed line
+            text = (str(exc).strip().splitlines() or [""])[0]
+            raise SlideReadError(f"{self.slide_path}: cannot read the tile at ({x}, {y}) "
+                                 f"({type(exc).__name__}: {text})") from None
         label = int(self.labels[index]) if self.labels is not None else NO_LABEL
         return tile, label

@@ -23,6 +23,7 @@ from histo_net import __version__
 from histo_net.config import TilingConfig
 from histo_net.errors import ModelBundleError
 from histo_net.features.qc import QCReference
+from histo_net.models.bundle_check import check_bundle
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.tile_cnn import TileClassifier
@@ -164,7 +165,9 @@ def load_bundle(path: Path) -> ModelBundle:
         kwargs["qc_reference"] = QCReference.from_dict(kwargs.get("qc_reference"))
     except (KeyError, TypeError, ValueError):
         raise ModelBundleError(f"{path}: bundle key 'qc_reference' is malformed") from None
-    return ModelBundle(**kwargs)
+    bundle = ModelBundle(**kwargs)
+    check_bundle(bundle, path)  # one clear message for an inconsistent bundle (bundle_check.py)
+    return bundle
 
 
 def library_versions() -> dict[str, str]:

@@ -25,7 +25,8 @@ from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import write_slide_report
 from histo_net.wsi.inputs import SlideSpec
 from histo_net.wsi.slide import Slide, open_slide
-from histo_net.wsi.tiling import TilingResult, tile_slide
+from histo_net.wsi.tiling import TilingResult
+from histo_net.wsi.watchdog import tile_with_limit
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +60,17 @@ def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: n
 
 
 def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig, *,
-                  input_sha256: str, progress: bool = False) -> SlideSummary:
+                  input_sha256: str, progress: bool = False,
+                  slide_timeout_s: float | None = None) -> SlideSummary:
     """Run the whole pipeline for ``spec`` and write its report files into ``slide_dir``.
 
     Returns the slide's :class:`SlideSummary` for the batch record. Raises typed
     ``HistoNetError`` subclasses for bad input.
     """
     bundle = model.bundle
+    # open + tissue + tiling + thumbnail under the per-slide wall-clock limit (a child process)
+    tiling = tile_with_limit(spec.path, spec.mpp, tiling_config_for(model, cfg), slide_timeout_s).result
     with open_slide(spec.path, mpp_override=spec.mpp) as slide:
-        tiling = tile_slide(slide, tiling_config_for(model, cfg))
         n_tiles = len(tiling.coords)
         if n_tiles < cfg.min_tiles:
             raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
@@ -82,6 +85,7 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         top = _gallery(slide, tiling, ranked[:top_k], decision.attention, emb.tile_probs, names)
         bottom = _gallery(slide, tiling, ranked[::-1][:bottom_k], decision.attention, emb.tile_probs, names)
         mpp, mpp_source = slide.mpp, slide.mpp_source
+        level0_size = (int(slide.dimensions[0]), int(slide.dimensions[1]))
 
     slide_qc = slide_qc_summary(emb.qc, bundle.qc_reference)
     qc = {"blurred_fraction": slide_qc.blurred_fraction, "stain_distance": slide_qc.stain_distance,
@@ -106,7 +110,7 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         attention=decision.attention, tile_probs=emb.tile_probs, thumbnail=tiling.thumbnail,
         thumbnail_downsample=float(tiling.thumbnail_downsample), tissue_mask=tiling.tissue,
         tissue_downsample=float(tiling.tissue_downsample), top_tiles=top, bottom_tiles=bottom,
-        qc=qc, provenance=provenance, label=spec.label)
+        qc=qc, provenance=provenance, label=spec.label, level0_size=level0_size)
     write_slide_report(slide_dir, report)
     return SlideSummary(predicted_class=decision.predicted_class, status=decision.status,
                         probabilities=decision.probability_dict(), tile_count=n_tiles,

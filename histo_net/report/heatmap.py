@@ -15,6 +15,13 @@ from histo_net.types import Coords
 
 logger = logging.getLogger(__name__)
 
+#: level-0 px a tile's footprint reaches past its nominal size on the grid (rounding slack)
+ROUNDING_GAP_PX = 1
+#: colours of a palette-encoded heatmap PNG (the overlays compress ~4x smaller than RGB)
+PALETTE_COLOURS = 256
+#: JPEG quality of heatmaps embedded in report.html (the PNG files stay beside it)
+HTML_JPEG_QUALITY = 85
+
 
 def _footprint_cells(start_level0: np.ndarray, patch_size_level0: int, downsample: float,
                      n_cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +92,11 @@ def scores_to_grid(coords_level0: Coords, scores: np.ndarray, *, patch_size_leve
     h, w = int(grid_shape[0]), int(grid_shape[1])
     keep = np.isfinite(values)
     coords, values = coords[keep], values[keep]
-    x_lo, x_hi = _footprint_cells(coords[:, 0], patch_size_level0, grid_downsample, w)
-    y_lo, y_hi = _footprint_cells(coords[:, 1], patch_size_level0, grid_downsample, h)
+    # tile starts are rounded to whole level-0 px, so grid neighbours can be 1 px apart:
+    # reaching 1 px further closes those gaps (white seams on fine grids)
+    extent = patch_size_level0 + ROUNDING_GAP_PX
+    x_lo, x_hi = _footprint_cells(coords[:, 0], extent, grid_downsample, w)
+    y_lo, y_hi = _footprint_cells(coords[:, 1], extent, grid_downsample, h)
     total = _box_sum((h, w), x_lo, x_hi, y_lo, y_hi, values)
     count = _box_sum((h, w), x_lo, x_hi, y_lo, y_hi, np.ones_like(values))
     count = np.rint(count)  # integer counts; removes cumsum round-off
@@ -157,7 +167,25 @@ def overlay_png(thumbnail: np.ndarray, grid: np.ndarray, *, title: str, colorbar
     bar.set_label(colorbar_label, fontsize=9)
     canvas.draw()
     rendered = np.asarray(canvas.buffer_rgba())[:, :, :3]
-    return image_bytes(_crop_margins(rendered), fmt="PNG")
+    return image_bytes(_crop_margins(rendered), fmt="PNG", palette=True)
+
+
+def image_mime(data: bytes) -> str:
+    """The MIME type of PNG / JPEG / WebP bytes (by magic number; PNG otherwise)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def compact_for_html(data: bytes, quality: int = HTML_JPEG_QUALITY) -> bytes:
+    """PNG bytes of a rendered heatmap re-encoded as JPEG for embedding (about 4x smaller)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    return image_bytes(rgb, fmt="JPEG", quality=quality)
 
 
 def _crop_margins(rgb: np.ndarray, pad_px: int = 8) -> np.ndarray:
@@ -172,8 +200,12 @@ def _crop_margins(rgb: np.ndarray, pad_px: int = 8) -> np.ndarray:
 
 
 def image_bytes(rgb: np.ndarray, *, fmt: str = "PNG", max_side_px: int | None = None,
-                quality: int = 88) -> bytes:
-    """Encode an (H, W, 3) uint8 image as PNG or JPEG bytes, optionally shrunk to ``max_side_px``."""
+                quality: int = 88, palette: bool = False) -> bytes:
+    """Encode an (H, W, 3) uint8 image as PNG or JPEG bytes, optionally shrunk to ``max_side_px``.
+
+    ``palette=True`` (PNG): quantised to :data:`PALETTE_COLOURS` colours (median cut, no
+    dithering), for rendered figures such as heatmap overlays.
+    """
     from PIL import Image
 
     image = Image.fromarray(_to_rgb_uint8(rgb), mode="RGB")
@@ -182,6 +214,10 @@ def image_bytes(rgb: np.ndarray, *, fmt: str = "PNG", max_side_px: int | None = 
     buffer = io.BytesIO()
     if fmt.upper() == "JPEG":
         image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    elif palette:
+        quantised = image.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT,
+                                   dither=Image.Dither.NONE)
+        quantised.save(buffer, format="PNG", optimize=True)
     else:
         image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from histo_net.report.heatmap import image_bytes
+from histo_net.report.heatmap import image_bytes, image_mime
 from histo_net.report.model import (
     INDETERMINATE_TEXT,
     RESEARCH_USE_ONLY,
@@ -62,8 +62,9 @@ def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
             else OTHER_CONTEXT]
 
 
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    """``data:<mime>;base64,...`` for bytes this package produced."""
+def data_uri(data: bytes, mime: str | None = None) -> str:
+    """``data:<mime>;base64,...`` for bytes this package produced (mime sniffed when None)."""
+    mime = mime or image_mime(data)
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 

@@ -62,6 +62,7 @@ class SlideReport:
     qc: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     label: str | None = None
+    level0_size: tuple[int, int] | None = None  # (width, height) level-0 px; GeoJSON clips to it
 
     @property
     def indeterminate(self) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from histo_net.io_utils import atomic_write_bytes, atomic_write_text, json_safe, safe_child
 from histo_net.report.geojson import build_geojson
-from histo_net.report.heatmap import image_bytes, overlay_png, scores_to_grid
+from histo_net.report.heatmap import compact_for_html, image_bytes, overlay_png, scores_to_grid
 from histo_net.report.html import render_report_html
 from histo_net.report.model import (
     INDETERMINATE_TEXT,
@@ -147,6 +147,9 @@ def write_slide_report(slide_dir: Path, report: SlideReport) -> dict[str, str]:
     payload = build_report_json(report, files)
     atomic_write_text(safe_child(slide_dir, "report.json"),
                       json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(safe_child(slide_dir, "report.html"), render_report_html(report, images))
+    # the HTML embeds compact JPEGs of the same figures (the PNG files stay beside it)
+    html_images = {role: compact_for_html(data) for role, data in images.items()
+                   if role != "thumbnail"}
+    atomic_write_text(safe_child(slide_dir, "report.html"), render_report_html(report, html_images))
     logger.info("wrote report for %s into %s", report.slide_id, slide_dir)
     return files

@@ -5,6 +5,10 @@
 * A folder is listed **non-recursively**: entries whose name ends in a slide or image
   extension (:data:`SLIDE_EXTENSIONS`) become slides; macOS ``._*`` AppleDouble files are
   skipped; folders with a slide extension (``x.svs/``) are kept so they fail visibly.
+  DICOM instances (``.dcm``, ``.dicom``, or no suffix with the DICM marker) are one slide
+  per folder, as OpenSlide reads a DICOM WSI series from its folder: the given folder's
+  own instances become one slide named after the folder, and each sub-folder holding
+  instances is one slide too. A folder passed directly that holds instances is one slide.
 * ``*.csv`` is a manifest: ``slide_id,path`` required; ``patient_id``, ``label``, ``mpp``,
   ``annotations`` optional; other columns kept in ``extra``. **Relative paths resolve
   against the CSV's folder** (never the working folder), for every command.
@@ -28,6 +32,7 @@ from pathlib import Path
 from histo_net.errors import ConfigError
 from histo_net.io_utils import sanitize_slide_id
 from histo_net.types import MPP_MAX, MPP_MIN
+from histo_net.wsi.file_checks import dicom_instances, is_dicom_file
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +159,35 @@ def read_manifest(csv_path: Path | str) -> list[SlideSpec]:
 
 
 def list_slide_folder(folder: Path) -> list[Path]:
-    """Sorted entries of ``folder`` (not recursive) with a slide/image extension.
+    """Sorted slides of ``folder`` (not recursive): entries with a slide/image extension,
+    sub-folders holding DICOM instances, and ``folder`` itself when it holds instances.
 
     macOS AppleDouble files (``._name.svs``, resource forks copied onto shared drives) are
-    skipped: they are never slides.
+    skipped: they are never slides. DICOM instances are never listed one by one.
     """
-    return sorted(
-        p for p in Path(folder).iterdir()
-        if not p.name.startswith("._") and p.suffix.lower() in SLIDE_EXTENSIONS
-    )
+    folder = Path(folder)
+    found: list[Path] = []
+    has_dicom = False
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("._"):
+            continue
+        if entry.suffix.lower() in SLIDE_EXTENSIONS:
+            found.append(entry)
+        elif is_dicom_file(entry):
+            has_dicom = True
+        elif entry.is_dir() and dicom_instances(entry):
+            found.append(entry)
+    return ([folder] if has_dicom else []) + found
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """True for a folder that holds DICOM instances (one slide, read by OpenSlide as a series)."""
+    return Path(path).is_dir() and bool(dicom_instances(Path(path)))
+
+
+def _has_non_dicom_slides(folder: Path) -> bool:
+    """Whether ``folder`` lists slides other than its own DICOM instances."""
+    return any(p != Path(folder) for p in list_slide_folder(folder))
 
 
 def _dedup_key(path: Path) -> str:
@@ -216,10 +241,11 @@ def resolve_inputs(inputs: Sequence[str | Path], mpp_override: float | None = No
         path = absolute(item)
         if path.suffix.lower() == ".csv" and not path.is_dir():
             specs.extend(read_manifest(path))
-        elif path.is_dir() and path.suffix.lower() not in SLIDE_EXTENSIONS:
+        elif path.is_dir() and path.suffix.lower() not in SLIDE_EXTENSIONS and not (
+                is_dicom_folder(path) and not _has_non_dicom_slides(path)):
             found = list_slide_folder(path)
             if not found:
-                log.warning("%s: no slide files found (extensions: %s)", path,
+                log.warning("%s: no slide files found (extensions: %s, and DICOM folders)", path,
                             " ".join(sorted(SLIDE_EXTENSIONS)))
             specs.extend(SlideSpec(sanitize_slide_id(p.stem), p) for p in found)
         else:

@@ -1,11 +1,15 @@
 """Whole-slide reading: the only module that imports openslide.
 
-Opens anything OpenSlide opens plus plain images (PNG, JPEG, single-image TIFF,
-through ``openslide.open_slide`` as an ``ImageSlide``), resolves microns per
-pixel (override > vendor metadata > TIFF resolution tags, else
-``MissingMPPError``), picks the pyramid level for a target mpp, reads tiles as
-RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
-in chunks within a pixel budget. Coordinates are level-0 pixels, top-left, (x, y).
+Opens anything OpenSlide opens (DICOM WSI folders included) plus plain images (PNG,
+JPEG, single-image TIFF, as an ``ImageSlide``); a file OpenSlide identifies as a WSI
+format, or a truncated pyramidal TIFF, is never read as a plain image. What is not a
+regular file is refused before any read and the open runs under a hard time limit
+(:mod:`histo_net.wsi.file_checks`). Resolves microns per pixel (override > vendor
+metadata > TIFF resolution tags, else ``MissingMPPError`` naming unusable metadata),
+picks the pyramid level for a target mpp (refusing upsampling beyond a factor), reads
+tiles as RGB uint8 (RGBA composited on white, beyond-edge white) and builds thumbnails
+in chunks within a pixel budget (a level too large to read is never read whole).
+Coordinates are level-0 pixels, top-left, (x, y).
 
 This is the one place that decides how pixels are read: JPEG-tiled Aperio and
 generic TIFF pyramids are served by the decode-once reader of
@@ -18,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -28,13 +30,25 @@ from typing import Any
 
 import numpy as np
 
-from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
+from histo_net.errors import (
+    MissingMPPError,
+    ResolutionMismatchError,
+    SlideReadError,
+    SlideTooLargeError,
+)
 from histo_net.types import MPP_MAX, MPP_MIN, RGBImage
-from histo_net.wsi.jpeg_tiles import JpegTileError, JpegTileReader, probe_jpeg_levels
+from histo_net.wsi.file_checks import call_with_limit, check_slide_path
+from histo_net.wsi.handles import (
+    OPENSLIDE_READER,
+    native_reader,
+    one_line,
+    open_handle,
+    tile_reader,
+)
+from histo_net.wsi.jpeg_tiles import JpegTileError
+from histo_net.wsi.metadata import associated_overview, mpp_from_unit, positive_float
 from histo_net.wsi.pixels import (
-    bgra_shuffle,
     pil_to_rgb,
-    premultiplied_argb_to_rgb,
     resize_rgb,
     resize_tile,
 )
@@ -45,11 +59,13 @@ log = logging.getLogger(__name__)
 THUMBNAIL_CHUNK_PX = 2048
 #: a level up to this factor coarser than a thumbnail's downsample is read directly
 THUMBNAIL_LEVEL_SLACK = 1.25
+#: most level pixels a thumbnail may read (a 5 MB TIFF may declare 200,000 x 200,000 px)
+THUMBNAIL_MAX_READ_PX = 2_000_000_000
+#: hard limit (s) on OpenSlide's open + probe; a blocked C call is abandoned after it
+OPEN_TIMEOUT_S = 30.0
+#: raw metadata properties that carry the slide's mpp (named in errors when unusable)
+_MPP_PROPERTIES = ("openslide.mpp-x", "openslide.mpp-y", "aperio.MPP")
 _TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
-_UNIT_TO_UM = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
-OPENSLIDE_READER = "openslide"
-#: environment variable: "openslide" reads every slide through OpenSlide (default "auto")
-READER_ENV = "HISTO_NET_READER"
 
 
 @dataclass(frozen=True)
@@ -68,63 +84,13 @@ class ReadPlan:
     patch_size_level0: int
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text and text[0] else type(exc).__name__
-
-
-def _native_reader(handle: Any) -> Callable[[tuple[int, int], int, tuple[int, int]], RGBImage] | None:
-    """Direct ``openslide_read_region`` into a numpy buffer, or None (ImageSlide / other API).
-
-    Skips openslide-python's un-premultiply and PIL round trip; errors still raise
-    ``OpenSlideError`` through the library's own error check.
-    """
-    import ctypes
-
-    import openslide
-    from openslide import lowlevel
-
-    raw = getattr(lowlevel, "_read_region", None)
-    osr = getattr(handle, "_osr", None)
-    if not isinstance(handle, openslide.OpenSlide) or raw is None or osr is None:
-        return None
-    pointer = ctypes.POINTER(ctypes.c_uint32)
-    shuffle = bgra_shuffle()
-
-    def read(loc: tuple[int, int], level: int, size: tuple[int, int]) -> RGBImage:
-        width, height = size
-        if width <= 0 or height <= 0:
-            raise ValueError(f"region size must be positive, got {size}")
-        buf = np.empty((height, width), np.uint32)
-        raw(osr, buf.ctypes.data_as(pointer), loc[0], loc[1], level, width, height)
-        return premultiplied_argb_to_rgb(buf, shuffle)
-
-    return read
-
-
-def _tile_reader(path: Path, vendor: str | None, level_dimensions: tuple[tuple[int, int], ...],
-                 level_downsamples: tuple[float, ...]) -> JpegTileReader | None:
-    """The decode-once JPEG tile reader when it can serve this slide exactly, else None."""
-    if os.environ.get(READER_ENV, "auto").strip().lower() == OPENSLIDE_READER:
-        return None
-    levels = probe_jpeg_levels(path, vendor, level_dimensions)
-    return None if levels is None else JpegTileReader(path, levels, level_downsamples)
-
-
-def _mpp_from_unit(resolution: float, unit: str) -> float | None:
-    scale = _UNIT_TO_UM.get(unit.strip().lower())
-    if scale is None or not resolution or resolution <= 0:
-        return None
-    return scale / resolution
-
-
 class Slide:
     """An open slide (context manager). Attributes are level-0 unless named otherwise."""
 
     def __init__(self, path: Path, handle: Any, mpp_override: float | None, require_mpp: bool) -> None:
         self.path = path
         self._handle = handle
-        self._native = _native_reader(handle)
+        self._native = native_reader(handle)
         self.properties: dict[str, str] = dict(handle.properties)
         self.vendor: str | None = self.properties.get("openslide.vendor")
         self.dimensions: tuple[int, int] = tuple(handle.dimensions)  # type: ignore[assignment]
@@ -135,7 +101,7 @@ class Slide:
         self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in handle.level_downsamples)
         self.is_image = self.vendor is None
         self.mpp, self.mpp_source = self._resolve_mpp(mpp_override, require_mpp)
-        self._tiles = _tile_reader(path, self.vendor, self.level_dimensions, self.level_downsamples)
+        self._tiles = tile_reader(path, self.vendor, self.level_dimensions, self.level_downsamples)
         #: which reader serves read_region / read_tile / thumbnail: "tifffile-jpeg" or "openslide"
         self.reader_name: str = self._tiles.name if self._tiles is not None else OPENSLIDE_READER
 
@@ -145,7 +111,7 @@ class Slide:
         props = self.properties
         if "tiff.XResolution" in props and "tiff.ResolutionUnit" in props:
             try:
-                xs = [_mpp_from_unit(float(props[k]), props["tiff.ResolutionUnit"])
+                xs = [mpp_from_unit(float(props[k]), props["tiff.ResolutionUnit"])
                       for k in ("tiff.XResolution", "tiff.YResolution") if k in props]
             except ValueError:
                 xs = []
@@ -162,7 +128,7 @@ class Slide:
                     if res is None or unit is None:
                         return None
                     num, den = res.value
-                    return _mpp_from_unit(num / den if den else 0.0, str(int(unit.value)))
+                    return mpp_from_unit(num / den if den else 0.0, str(int(unit.value)))
             except Exception as exc:  # noqa: BLE001  unreadable tags: treat as absent
                 log.debug("%s: cannot read TIFF resolution tags: %s", self.path, exc)
         return None
@@ -174,12 +140,10 @@ class Slide:
             value, source = float(override), "override"
         else:
             props = self.properties
-            try:
-                xy = [float(props[k]) for k in ("openslide.mpp-x", "openslide.mpp-y") if k in props]
-            except ValueError:
-                xy = []
-            if xy and all(v > 0 for v in xy):
-                value = float(np.mean(xy))
+            xy = [positive_float(props[k]) for k in ("openslide.mpp-x", "openslide.mpp-y")
+                  if k in props]
+            if xy and all(v is not None for v in xy):
+                value = float(np.mean([v for v in xy if v is not None]))
                 tag_mpp = self._tiff_tag_mpp() if self.vendor == "generic-tiff" else None
                 same = tag_mpp is not None and math.isclose(tag_mpp, value, rel_tol=1e-3)
                 source = "tiff-resolution" if same else "metadata"
@@ -188,6 +152,13 @@ class Slide:
                 if tag_mpp is not None:
                     value, source = tag_mpp, "tiff-resolution"
         if value is None:
+            unusable = [f"{k} = {self.properties[k]!r}" for k in _MPP_PROPERTIES
+                        if k in self.properties and positive_float(self.properties[k]) is None]
+            if require and unusable:
+                raise MissingMPPError(
+                    f"{self.path}: the slide's mpp metadata is not a positive number "
+                    f"({', '.join(unusable)}); pass the right value with --mpp X "
+                    "(e.g. 0.25 for 40x, 0.5 for 20x) or an 'mpp' manifest column")
             if require:
                 raise MissingMPPError(
                     f"{self.path}: microns per pixel unknown (no mpp metadata or TIFF resolution "
@@ -204,8 +175,13 @@ class Slide:
         return value, source
 
     # ---------------------------------------------------------------- levels
-    def read_plan(self, target_mpp: float, tile_size_px: int, tolerance: float = 0.1) -> ReadPlan:
-        """Coarsest level at least as fine as ``target_mpp`` (within ``tolerance``), read size there."""
+    def read_plan(self, target_mpp: float, tile_size_px: int, tolerance: float = 0.1,
+                  max_upsample: float | None = None) -> ReadPlan:
+        """Coarsest level at least as fine as ``target_mpp`` (within ``tolerance``), read size there.
+
+        ``ResolutionMismatchError`` when the slide is more than ``max_upsample`` times coarser
+        than the target (tiles would be blown up from a few source pixels).
+        """
         if not math.isfinite(self.mpp):
             raise MissingMPPError(f"{self.path}: microns per pixel unknown; pass --mpp X")
         patch_l0 = max(1, round(tile_size_px * target_mpp / self.mpp))
@@ -215,6 +191,13 @@ class Slide:
                 level = i
         ds = self.level_downsamples[level]
         read_px = max(1, round(patch_l0 / ds))
+        if max_upsample is not None and self.mpp > target_mpp * max_upsample:
+            raise ResolutionMismatchError(
+                f"{self.path}: slide is {self.mpp:.4g} um/px (from {self.mpp_source}), "
+                f"{self.mpp / target_mpp:.1f}x coarser than the target {target_mpp:g} um/px, so each "
+                f"{tile_size_px} px tile would be upsampled from {read_px} source px (limit "
+                f"{max_upsample:g}x, tiling setting max_upsample); if the slide's mpp is wrong "
+                "pass the right one with --mpp X")
         if self.mpp > target_mpp * (1.0 + tolerance):
             log.warning("%s: slide mpp %.3f is coarser than target %.3f; tiles are upsampled",
                         self.path, self.mpp, target_mpp)
@@ -237,7 +220,7 @@ class Slide:
         except Exception as exc:  # noqa: BLE001  a broken handle may fail to close; dropped anyway
             log.debug("%s: closing the broken handle failed: %s", self.path, exc)
         self._handle = openslide.open_slide(str(self.path))
-        self._native = _native_reader(self._handle)
+        self._native = native_reader(self._handle)
         if self._tiles is not None:
             self._tiles.reset()
 
@@ -249,14 +232,14 @@ class Slide:
             return self._read_once(loc, level, size)
         except Exception as first:  # noqa: BLE001  any backend error: reopen and retry once
             log.warning("%s: read at %s level %d failed (%s); reopening", self.path, loc, level,
-                        _one_line(first))
+                        one_line(first))
             try:
                 self._reopen()
                 return self._read_once(loc, level, size)
             except Exception as exc:  # noqa: BLE001
                 raise SlideReadError(
                     f"{self.path}: cannot read region at {loc} level {level} size {size}: "
-                    f"{_one_line(exc)}"
+                    f"{one_line(exc)}"
                 ) from None
 
     def _read_once(self, loc: tuple[int, int], level: int, size: tuple[int, int]) -> RGBImage:
@@ -279,19 +262,25 @@ class Slide:
         rgb = self._read_rgb(xy_level0, plan.level, (plan.read_size_px, plan.read_size_px))
         return resize_tile(rgb, plan.tile_size_px)
 
-    def thumbnail(self, max_px: int) -> tuple[RGBImage, float]:
+    def thumbnail(self, max_px: int, max_read_px: float = THUMBNAIL_MAX_READ_PX
+                  ) -> tuple[RGBImage, float]:
         """RGB thumbnail whose longest side is <= ``max_px`` and its downsample.
 
         Returns ``(rgb (h,w,3) uint8, downsample)`` where downsample is level-0 px
         per thumbnail px, the same on both axes (the last row/column may extend
         past the slide edge and is white). Read in chunks from the coarsest level
         that is fine enough (a level up to 25% coarser is used as is, giving a slightly
-        smaller thumbnail), so a large level is never held whole.
+        smaller thumbnail), so a large level is never held whole. When that level has more
+        than ``max_read_px`` pixels the slide's own overview (an associated ``thumbnail``
+        covering the whole slide) is used, else ``SlideTooLargeError``: never read whole.
         """
         width, height = self.dimensions
         ds = max(1.0, max(width, height) / float(max_px))
         level = self.best_level_for_downsample(ds * THUMBNAIL_LEVEL_SLACK)
         lds = self.level_downsamples[level]
+        level_w, level_h = self.level_dimensions[level]
+        if float(level_w) * float(level_h) > max_read_px:
+            return self._overview_thumbnail(max_px, level, max_read_px)
         ds = max(ds, lds)
         thumb_w, thumb_h = max(1, math.ceil(width / ds)), max(1, math.ceil(height / ds))
         ratio = ds / lds  # level px per thumbnail px (>= 1)
@@ -306,6 +295,25 @@ class Slide:
                 chunk = self.read_region(xy, level, (read_w, read_h))
                 out[ty:ty + bh, tx:tx + bw] = resize_rgb(chunk, (bw, bh))
         return out, ds
+
+    def _overview_thumbnail(self, max_px: int, level: int, max_read_px: float
+                            ) -> tuple[RGBImage, float]:
+        """The associated whole-slide ``thumbnail`` image fitted to ``max_px``, or SlideTooLargeError."""
+        width, height = self.dimensions
+        overview = associated_overview(self._handle, (width, height))
+        if overview is None:
+            level_w, level_h = self.level_dimensions[level]
+            raise SlideTooLargeError(
+                f"{self.path}: a thumbnail would need reading {level_w * level_h / 1e9:.3g} Gpx "
+                f"from level {level} ({level_w} x {level_h} px), over the budget of "
+                f"{max_read_px / 1e9:.3g} Gpx, and the file has no coarser level or overview "
+                f"image (it declares {width} x {height} px in a {self.path.stat().st_size / 1e6:.3g} "
+                "MB file); convert it to a pyramidal format")
+        ds = max(1.0, width / overview.shape[1], max(width, height) / float(max_px))
+        size = (max(1, math.ceil(width / ds)), max(1, math.ceil(height / ds)))
+        log.warning("%s: level %d too large to read for a thumbnail; using the slide's overview image",
+                    self.path, level)
+        return resize_rgb(overview, size), ds
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -330,51 +338,27 @@ class Slide:
                 f"levels={self.level_count}, mpp={self.mpp:.4g} ({self.mpp_source}))")
 
 
-def _probe(handle: Any, path: Path) -> None:
-    """Decode one pixel at the far corner of level 0 and the coarsest level (catches truncation)."""
-    width, height = handle.dimensions
-    last = handle.level_count - 1
-    handle.read_region((max(0, width - 1), max(0, height - 1)), 0, (1, 1))
-    if last > 0:
-        handle.read_region((0, 0), last, (1, 1))
+def open_slide(path: str | Path, mpp_override: float | None = None, require_mpp: bool = True,
+               *, open_timeout_s: float = OPEN_TIMEOUT_S) -> Slide:
+    """Open a whole-slide image, a folder of DICOM instances, or a plain image.
 
-
-def open_slide(path: str | Path, mpp_override: float | None = None, require_mpp: bool = True) -> Slide:
-    """Open a whole-slide image or plain image.
-
-    Raises ``SlideOpenError`` (missing, directory, empty, unsupported, truncated)
-    and ``MissingMPPError`` (no mpp and none given, or outside 0.05..20 um/px)
-    when ``require_mpp``; otherwise an unknown mpp is NaN with source "none".
+    Before any read, what is not a regular file is refused (``NotAFileError``: FIFO,
+    device, socket, symlink loop, folder); the open + probe runs under a hard limit of
+    ``open_timeout_s`` (``SlideTimeoutError``). Raises ``SlideOpenError`` (missing, empty,
+    unsupported, truncated) and ``MissingMPPError`` (no mpp and none given, unusable
+    metadata, or outside 0.05..20 um/px) when ``require_mpp``; otherwise an unknown mpp
+    is NaN with source "none".
     """
-    import openslide
-
-    path = Path(path)
-    if not path.exists():
-        raise SlideOpenError(f"{path}: file not found")
-    if path.is_dir():
-        raise SlideOpenError(f"{path}: is a directory, not a slide file")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SlideOpenError(f"{path}: cannot stat file ({_one_line(exc)})") from None
-    if size == 0:
-        raise SlideOpenError(f"{path}: empty file")
+    target = check_slide_path(Path(path))
     with warnings.catch_warnings():  # PIL warns (multi-line) on corrupt EXIF etc.: we raise
         warnings.simplefilter("ignore")
-        try:
-            handle = openslide.open_slide(str(path))
-        except Exception as exc:  # noqa: BLE001  OpenSlideError, UnidentifiedImageError, OSError..
-            raise SlideOpenError(
-                f"{path}: not a readable slide or image (unsupported, corrupt or truncated: "
-                f"{_one_line(exc)})"
-            ) from None
-        try:
-            _probe(handle, path)
-        except Exception as exc:  # noqa: BLE001
-            handle.close()
-            raise SlideOpenError(f"{path}: corrupt or truncated slide ({_one_line(exc)})") from None
+        handle = call_with_limit(
+            lambda: open_handle(target), open_timeout_s,
+            f"{target}: opening did not finish within {open_timeout_s:g} s (a blocked read: "
+            "network mount, device or a named pipe in a DICOM folder); the call was abandoned",
+            cleanup=lambda h: h.close())
     try:
-        return Slide(path, handle, mpp_override, require_mpp)
+        return Slide(target, handle, mpp_override, require_mpp)
     except BaseException:
         handle.close()
         raise

@@ -1,7 +1,11 @@
 """The tile-coordinates h5 (``tiles/<slide_id>.h5``) and the one tile-to-h5 step.
 
 File contract (DESIGN.md section 3): dataset ``coords`` (N,2) int64, level-0 top-left (x, y),
-the name CLAM and TRIDENT use; ``tissue_fraction`` (N,) float32; file attributes
+the name CLAM and TRIDENT use, carrying their attributes (:func:`coords_dataset_attrs`: CLAM's
+``patch_level``, ``patch_size`` (px read at that level), ``level_dim``, ``downsample``,
+``downsampled_level_dim``, ``name``; TRIDENT's ``patch_size_level0``, ``level0_magnification``,
+``target_magnification``, ``overlap``, ``level0_width``, ``level0_height``), so both tools'
+readers use our file as is; ``tissue_fraction`` (N,) float32; file attributes
 ``target_mpp``, ``tile_size_px``, ``patch_size_level0``, ``read_level``, ``read_size_px``,
 ``slide_mpp``, ``mpp_source``, ``level0_width``, ``level0_height``, ``tissue_fraction_min``,
 ``histo_net_version`` plus ``read_level_downsample``, ``stride_px``, ``tiling_config`` (JSON),
@@ -27,8 +31,9 @@ from histo_net.io_utils import atomic_path, h5_attr_value, safe_child
 from histo_net.types import Coords
 from histo_net.wsi.inputs import SlideSpec
 from histo_net.wsi.slide import ReadPlan, open_slide
-from histo_net.wsi.tiling import TilingResult, tile_slide
+from histo_net.wsi.tiling import TilingResult
 from histo_net.wsi.tiling_qc import write_tissue_qc_png
+from histo_net.wsi.watchdog import tile_with_limit
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +77,46 @@ def plan_from_attrs(attrs: dict[str, Any]) -> ReadPlan:
                     ds, read, patch)
 
 
-def write_tiles_h5(path: Path, result: TilingResult) -> None:
-    """Atomically write ``coords`` (N,2) int64, ``tissue_fraction`` (N,) float32 and attributes."""
+def coords_dataset_attrs(result: TilingResult, level_dimensions: tuple[tuple[int, int], ...],
+                         name: str) -> dict[str, Any]:
+    """CLAM's and TRIDENT's attributes of the ``coords`` dataset for ``result``.
+
+    Both tools read ``patch_size``, and they mean different frames by it: CLAM reads
+    ``patch_size`` px at ``patch_level``; TRIDENT reads ``patch_size`` px at
+    ``target_magnification`` (with ``10 / magnification`` = um/px). We give the read level's
+    values to both, so each reads exactly our tile footprint (``patch_size_level0`` level-0
+    px) from the same level; they resize to their encoder's input size as they always do.
+    Our own ``tile_size_px`` / ``target_mpp`` stay on the file.
+    """
+    plan = result.plan
+    level_w, level_h = level_dimensions[plan.level]
+    ds = float(plan.level_downsample)
+    level0_mag = 10.0 / float(result.attrs["slide_mpp"])
+    stride_at_level = float(result.attrs["stride_px"]) * plan.read_size_px / plan.tile_size_px
+    return {
+        "patch_size": int(plan.read_size_px),
+        "patch_level": int(plan.level),
+        "downsample": np.array([ds, ds], np.float64),
+        "level_dim": np.array([level_w, level_h], np.int64),
+        "downsampled_level_dim": np.array([level_w, level_h], np.int64),
+        "name": str(name),
+        "patch_size_level0": int(plan.patch_size_level0),
+        "level0_magnification": level0_mag,
+        "target_magnification": level0_mag / ds,
+        "overlap": max(0, round(plan.read_size_px - stride_at_level)),
+        "level0_width": int(result.attrs["level0_width"]),
+        "level0_height": int(result.attrs["level0_height"]),
+    }
+
+
+def write_tiles_h5(path: Path, result: TilingResult,
+                   coords_attrs: dict[str, Any] | None = None) -> None:
+    """Atomically write ``coords`` (N,2) int64 (with ``coords_attrs`` on it, see
+    :func:`coords_dataset_attrs`), ``tissue_fraction`` (N,) float32 and file attributes."""
     with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("coords", data=np.asarray(result.coords, np.int64))
+        coords = h5.create_dataset("coords", data=np.asarray(result.coords, np.int64))
+        for key, value in (coords_attrs or {}).items():
+            coords.attrs[key] = value
         h5.create_dataset("tissue_fraction", data=np.asarray(result.tissue_fraction, np.float32))
         for key, value in result.attrs.items():
             h5.attrs[key] = value
@@ -128,27 +169,37 @@ def tiles_path(tiles_dir: Path, slide_id: str) -> Path:
     return safe_child(tiles_dir, f"{slide_id}.h5")
 
 
+def _existing_match(h5_path: Path, spec: SlideSpec, cfg: TilingConfig) -> TilesFile | None:
+    """The existing tiles file when it was written with ``cfg`` for this slide's mpp, else None."""
+    try:
+        existing = read_tiles_h5(h5_path)
+    except HistoNetError:
+        logger.warning("%s: unreadable tiles file; tiling again", h5_path)
+        return None
+    with open_slide(spec.path, mpp_override=spec.mpp) as slide:  # hard-limited open
+        return existing if existing.settings_match(cfg, slide.mpp) else None
+
+
 def ensure_tiles(spec: SlideSpec, cfg: TilingConfig, tiles_dir: Path, *, overwrite: bool = False,
-                 write_qc: bool = True) -> TileOutcome:
+                 write_qc: bool = True, timeout_s: float | None = None) -> TileOutcome:
     """Tile ``spec`` into ``tiles_dir/<slide_id>.h5`` (+ ``_qc.png``) unless already done.
 
     An existing readable file written with the same settings for the same slide mpp is
-    kept (``skipped``) unless ``overwrite``. Raises typed ``HistoNetError`` s for bad slides.
+    kept (``skipped``) unless ``overwrite``. Open, tiling and thumbnail run under the
+    per-slide wall-clock limit ``timeout_s`` (None: scaled by the slide's size; see
+    :mod:`histo_net.wsi.watchdog`). Raises typed ``HistoNetError`` s for bad slides.
     """
     start = time.perf_counter()
     h5_path = tiles_path(tiles_dir, spec.slide_id)
-    with open_slide(spec.path, mpp_override=spec.mpp) as slide:
-        if h5_path.is_file() and not overwrite:
-            try:
-                existing = read_tiles_h5(h5_path)
-            except HistoNetError:
-                logger.warning("%s: unreadable tiles file; tiling again", h5_path)
-            else:
-                if existing.settings_match(cfg, slide.mpp):
-                    return TileOutcome(existing, True, None, time.perf_counter() - start)
-        result = tile_slide(slide, cfg)
+    if h5_path.is_file() and not overwrite:
+        existing = _existing_match(h5_path, spec, cfg)
+        if existing is not None:
+            return TileOutcome(existing, True, None, time.perf_counter() - start)
+    tiled = tile_with_limit(spec.path, spec.mpp, cfg, timeout_s)
+    result = tiled.result
     if write_qc:
         write_tissue_qc_png(safe_child(tiles_dir, f"{spec.slide_id}_qc.png"), result)
-    write_tiles_h5(h5_path, result)  # written last: its presence means the QC picture exists
+    # written last: its presence means the QC picture exists
+    write_tiles_h5(h5_path, result, coords_dataset_attrs(result, tiled.level_dimensions, spec.slide_id))
     return TileOutcome(read_tiles_h5(h5_path), False, float(result.tissue_area_mm2),
                        time.perf_counter() - start)

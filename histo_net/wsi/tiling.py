@@ -148,7 +148,7 @@ def tile_slide(slide: Slide, cfg: TilingConfig | None = None) -> TilingResult:
     cfg = cfg or TilingConfig()
     if not math.isfinite(slide.mpp):
         raise MissingMPPError(f"{slide.path}: microns per pixel unknown; pass --mpp X")
-    plan = slide.read_plan(cfg.target_mpp, cfg.tile_size_px, cfg.level_tolerance)
+    plan = slide.read_plan(cfg.target_mpp, cfg.tile_size_px, cfg.level_tolerance, cfg.max_upsample)
     qc, qc_ds, tissue_rgb, mask_ds = _images_for_slide(slide, cfg)
     mask = tissue_mask(tissue_rgb, slide.mpp * mask_ds, cfg.tissue)
     area_mm2 = float(mask.sum()) * (mask_ds * slide.mpp) ** 2 / 1e6

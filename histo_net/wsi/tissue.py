@@ -187,4 +187,5 @@ def tissue_mask(rgb: RGBImage, mpp: MicronsPerPixel, cfg: TissueConfig | None = 
         pad = radius_px + 1
         mask = _closing(np.pad(mask, pad), _disk(radius_px))[pad:-pad, pad:-pad]
     mask = _fill_small_holes(mask, cfg.max_hole_area_um2 / px_area_um2)
-    return _remove_small(mask, cfg.min_tissue_area_um2 / px_area_um2)
+    return _remove_small(mask, min(cfg.min_tissue_area_um2 / px_area_um2,
+                                   cfg.min_area_max_image_fraction * mask.size))

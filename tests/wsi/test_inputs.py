@@ -115,3 +115,20 @@ def test_same_file_twice_is_processed_once(tmp_path: Path) -> None:
     specs = resolve_inputs([tmp_path / "slides", csv, slide])
     assert [s.slide_id for s in specs] == ["s1"] and specs[0].path == slide.resolve()
     assert specs[0].label == "NET"  # the manifest's fields are kept
+
+
+def test_dicom_instances_are_one_slide_per_folder(tmp_path: Path) -> None:
+    from tests.slide_fixtures import he_like_image, write_dicom_wsi, write_test_slide
+
+    rgb, _ = he_like_image(64, 64)
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_test_slide(cohort / "plain.tif", 256, 256)
+    write_dicom_wsi(cohort / "caseA" / "l0.dcm", rgb, tile_px=64)
+    write_dicom_wsi(cohort / "caseA" / "l1.dicom", rgb, tile_px=64, instance_uid="1.2.3.9")
+    write_dicom_wsi(cohort / "own.dcm", rgb, tile_px=64)  # the folder's own instances
+    (cohort / "notes").mkdir()
+    specs = {s.slide_id: s.path for s in resolve_inputs([cohort])}
+    assert specs == {"cohort": cohort, "caseA": cohort / "caseA", "plain": cohort / "plain.tif"}
+    only = {s.slide_id: s.path for s in resolve_inputs([cohort / "caseA"])}
+    assert only == {"caseA": cohort / "caseA"}  # a folder of instances given directly: one slide

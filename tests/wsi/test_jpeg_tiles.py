@@ -20,7 +20,8 @@ import pytest
 from histo_net.config import TilingConfig, TissueConfig
 from histo_net.errors import SlideReadError
 from histo_net.wsi import jpeg_stream, jpeg_tiles
-from histo_net.wsi.slide import READER_ENV, Slide, open_slide
+from histo_net.wsi.handles import READER_ENV
+from histo_net.wsi.slide import Slide, open_slide
 from histo_net.wsi.tiling import tile_slide
 from tests.slide_fixtures import he_like_image, write_png, write_pyramidal_tiff
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from histo_net.errors import MissingMPPError, SlideOpenError, SlideReadError
 from histo_net.wsi import slide as slide_mod
+from histo_net.wsi.handles import READER_ENV
 from histo_net.wsi.pixels import resize_tile
 from histo_net.wsi.slide import ReadPlan, Slide, open_slide
 from tests.slide_fixtures import (
@@ -181,7 +182,7 @@ def _break(slide: Slide) -> None:
 @pytest.mark.parametrize("reader", ["openslide", "auto"])
 def test_read_error_reopens_once_then_raises(slide_dir: Path, tmp_path: Path, reader: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(slide_mod.READER_ENV, reader)  # "auto": the JPEG tile reader serves reads
+    monkeypatch.setenv(READER_ENV, reader)  # "auto": the JPEG tile reader serves reads
     with open_slide(slide_dir / "generic.tif") as s:
         assert s.reader_name == ("openslide" if reader == "openslide" else "tifffile-jpeg")
         plan = s.read_plan(0.5, 64)
