@@ -18,8 +18,8 @@ from histo_net import __version__
 from histo_net.config import StrictModel, TilingConfig
 from histo_net.errors import NoTissueError
 from histo_net.features.embed import embed_slide
-from histo_net.features.qc import slide_qc_summary
-from histo_net.predict.model import LoadedModel, predict_from_features
+from histo_net.features.ood import tile_area_mm2
+from histo_net.predict.model import LoadedModel, applied_band, predict_embedding
 from histo_net.predict.summary import SlideSummary
 from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import write_slide_report
@@ -66,15 +66,17 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
     ``HistoNetError`` subclasses for bad input.
     """
     bundle = model.bundle
+    tiling_cfg = tiling_config_for(model, cfg)
     with open_slide(spec.path, mpp_override=spec.mpp) as slide:
-        tiling = tile_slide(slide, tiling_config_for(model, cfg))
+        tiling = tile_slide(slide, tiling_cfg)
         n_tiles = len(tiling.coords)
         if n_tiles < cfg.min_tiles:
             raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
         emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
                           batch_size=cfg.batch_size, workers=cfg.workers,
                           mpp_override=spec.mpp, progress=progress)
-        decision = predict_from_features(model, emb.features)
+        decision, stats = predict_embedding(model, emb,
+                                            tile_area=tile_area_mm2(tiling_cfg.stride, bundle.target_mpp))
         ranked = np.argsort(-decision.attention, kind="stable")
         top_k = min(cfg.gallery_top_k, n_tiles)
         bottom_k = min(cfg.gallery_bottom_k, max(n_tiles - top_k, 0))
@@ -83,12 +85,12 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         bottom = _gallery(slide, tiling, ranked[::-1][:bottom_k], decision.attention, emb.tile_probs, names)
         mpp, mpp_source = slide.mpp, slide.mpp_source
 
-    slide_qc = slide_qc_summary(emb.qc, bundle.qc_reference)
-    qc = {"blurred_fraction": slide_qc.blurred_fraction, "stain_distance": slide_qc.stain_distance,
-          "stain_in_range": slide_qc.stain_in_range, "warnings": list(slide_qc.warnings)}
-    qc.update(tissue_area_mm2=float(tiling.tissue_area_mm2), tile_count=n_tiles, mpp=float(mpp),
-              mpp_source=mpp_source, target_mpp=float(bundle.target_mpp),
-              tile_size_px=int(bundle.tile_size_px), read_level=int(tiling.plan.level))
+    qc = {"blurred_fraction": stats.blurred_fraction, "warnings": [],  # failed checks: report.checks
+          "tissue_area_mm2": float(tiling.tissue_area_mm2), "tile_count": n_tiles, "mpp": float(mpp),
+          "mpp_source": mpp_source, "target_mpp": float(bundle.target_mpp),
+          "tile_size_px": int(bundle.tile_size_px), "read_level": int(tiling.plan.level),
+          "tumour_share": stats.tumour_share, "tumour_area_mm2": stats.tumour_area_mm2,
+          "embedding_distance": stats.embedding_distance}
     provenance = {
         "input_path": str(spec.path.resolve()), "input_sha256": input_sha256,
         "bundle_path": str(model.bundle_path), "bundle_sha256": model.bundle_sha256,
@@ -99,15 +101,18 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
     }
     report = SlideReport(
         slide_id=spec.slide_id, slide_name=spec.path.name, predicted_class=decision.predicted_class,
-        status=decision.status, probabilities=decision.probability_dict(),
+        status=decision.status, outcome=decision.outcome, checks=list(decision.checks),
+        model_figures=dict(bundle.validation_summary), model_warnings=list(bundle.guardrail_warnings),
+        calibration=dict(bundle.calibration), probabilities=decision.probability_dict(),
         positive_class=bundle.positive_class, threshold=float(bundle.threshold),
-        indeterminate_band=tuple(bundle.indeterminate_band), tile_class_names=names,
+        indeterminate_band=applied_band(bundle), tile_class_names=names,
         coords_level0=tiling.coords, patch_size_level0=int(tiling.plan.patch_size_level0),
         attention=decision.attention, tile_probs=emb.tile_probs, thumbnail=tiling.thumbnail,
         thumbnail_downsample=float(tiling.thumbnail_downsample), tissue_mask=tiling.tissue,
         tissue_downsample=float(tiling.tissue_downsample), top_tiles=top, bottom_tiles=bottom,
         qc=qc, provenance=provenance, label=spec.label)
     write_slide_report(slide_dir, report)
-    return SlideSummary(predicted_class=decision.predicted_class, status=decision.status,
+    return SlideSummary(predicted_class=decision.predicted_class or "", status=decision.status,
                         probabilities=decision.probability_dict(), tile_count=n_tiles,
-                        input_sha256=input_sha256, bundle_sha256=model.bundle_sha256)
+                        input_sha256=input_sha256, bundle_sha256=model.bundle_sha256,
+                        outcome=decision.outcome, reasons=[c.short() for c in decision.failed_checks])

@@ -40,16 +40,14 @@ def _settings_hash(cfg: PredictConfig) -> str:
 def print_summary(summary: BatchSummary, out_dir: Path, stream: TextIO = sys.stdout) -> None:
     """A short table of this run's slides read back from the state files."""
     touched = set(summary.done) | set(summary.skipped) | {f[0] for f in summary.failed}
-    print(f"{'slide':<28} {'status':<8} {'prediction':<24} {'tiles':>6}", file=stream)
+    print(f"{'slide':<28} {'status':<8} {'outcome':<40} {'tiles':>6}", file=stream)
     for state in read_states(out_dir):
         if state.slide_id not in touched:
             continue
         summ = SlideSummary.from_json(state.summary)
-        pred = "" if summ is None else summ.predicted_class
-        if summ is not None and summ.indeterminate:
-            pred = f"indeterminate ({pred})"
+        pred = "" if summ is None else summ.display()
         tiles = "" if summ is None else summ.tile_count
-        print(f"{state.slide_id[:28]:<28} {state.status:<8} {pred[:24]:<24} {tiles:>6}", file=stream)
+        print(f"{state.slide_id[:28]:<28} {state.status:<8} {pred[:40]:<40} {tiles:>6}", file=stream)
     print(f"done {len(summary.done)}, skipped (already done) {len(summary.skipped)}, "
           f"failed {len(summary.failed)}; results: {out_dir / 'predictions.csv'}", file=stream)
 
