@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from histo_net.calibration import (
-    DEFAULT_HALF_BAND,
+    T_MIN,
     calibrated_probs,
     choose_indeterminate_band,
     choose_threshold,
+    fit_calibration,
     fit_temperature,
+    fit_temperature_detailed,
+    prediction_limit,
+    wide_band,
 )
 from histo_net.metrics import balanced_accuracy, expected_calibration_error
 from histo_net.train.plots import reliability_png
@@ -62,16 +66,56 @@ def test_threshold_maximises_balanced_accuracy() -> None:
     assert choose_threshold(probs, np.ones(400)) == 0.5
 
 
-def test_indeterminate_band() -> None:
+def test_band_reaches_the_target_error_among_confident_calls() -> None:
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 2, 400)
-    probs = np.clip(0.5 + 0.3 * (labels * 2 - 1) + rng.normal(0, 0.2, 400), 0, 1)
+    probs = np.clip(0.5 + 0.3 * (labels * 2 - 1) + rng.normal(0, 0.2, 400), 1e-3, 1 - 1e-3)
     t = choose_threshold(probs, labels)
-    lo, hi = choose_indeterminate_band(probs, labels, t, target_precision=0.95)
-    assert lo <= t <= hi and hi - lo > 0
-    assert labels[probs > hi].mean() >= 0.95
-    assert (1 - labels[probs < lo]).mean() >= 0.95
-    lo2, hi2 = choose_indeterminate_band(probs, labels, t, target_precision=0.99)
-    assert lo2 <= lo and hi2 >= hi  # stricter precision widens the band
-    tiny = choose_indeterminate_band(np.array([0.2, 0.8]), np.array([0, 1]), 0.5)
-    assert tiny == pytest.approx((0.5 - DEFAULT_HALF_BAND, 0.5 + DEFAULT_HALF_BAND))
+    fit = choose_indeterminate_band(probs, labels, t, target_error=0.05)
+    lo, hi = fit.band
+    assert fit.reached and lo <= min(t, 0.5) and hi >= max(t, 0.5) and hi - lo > 0
+    called = (probs < lo) | (probs > hi)
+    wrong = (probs >= t) != labels.astype(bool)
+    assert (wrong[called].sum() + 1) / (called.sum() + 2) <= 0.05  # the Laplace estimate it promises
+    assert 0.3 < fit.coverage < 1.0
+    stricter = choose_indeterminate_band(probs, labels, t, target_error=0.01)
+    assert stricter.band[0] <= lo and stricter.band[1] >= hi  # a lower target widens the band
+
+
+def test_three_slides_give_a_loud_warning_a_wide_band_and_no_clamp() -> None:
+    """Acceptance: a 3-slide validation set cannot pretend (issue: T ran to 0.05, band 0.45-0.55)."""
+    logits = np.array([[1.0, -1.0], [0.8, -0.8], [-1.2, 1.2]])  # perfectly separated
+    labels = np.array([0, 0, 1])
+    unsmoothed = fit_temperature_detailed(logits, labels, smoothing=0.0)
+    assert unsmoothed.temperature < 0.2  # plain NLL sharpens separable logits without limit
+    fit = fit_calibration(logits, labels, class_names=["a", "b"], positive_index=0, method="validation")
+    assert not fit.temperature_at_bound and fit.temperature > 1.0  # softened, not sharpened
+    assert fit.temperature > 10 * T_MIN
+    p = calibrated_probs(logits, fit.temperature)
+    assert p.max() < 0.9 and p.max(axis=1).mean() == pytest.approx(0.8, abs=0.05)  # (n+1)/(n+2)
+    assert fit.band[0] <= 0.2 and fit.band[1] >= 0.8 and fit.band == wide_band(3, fit.threshold)
+    assert fit.error_estimate is None and fit.n_slides == 3
+    assert any("rests on 3 slides" in w for w in fit.warnings)
+    assert any("cannot show an error rate" in w for w in fit.warnings)
+
+
+def test_enough_slides_give_a_narrow_band_without_warnings() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1], 30)
+    margin = rng.normal(3.0, 1.0, 60) * np.where(labels == 0, 1, -1)
+    logits = np.stack([margin / 2, -margin / 2], axis=1)
+    fit = fit_calibration(logits, labels, class_names=["a", "b"], positive_index=0, method="cross_fit")
+    assert fit.warnings == [] and fit.n_per_class == {"a": 30, "b": 30}
+    assert fit.band[1] - fit.band[0] < 0.6 and fit.coverage > 0.5
+
+
+def test_prediction_limit_flags_about_alpha_of_new_values() -> None:
+    rng = np.random.default_rng(6)
+    ref = rng.lognormal(0.0, 0.5, 60)
+    limit = prediction_limit(ref, alpha=0.05, kind="max", transform="log")
+    new = rng.lognormal(0.0, 0.5, 20000)
+    rate = float(np.mean(~np.array([limit.passes(v) for v in new[:4000]])))
+    assert 0.02 < rate < 0.09, rate
+    low = prediction_limit(ref, alpha=0.05, kind="min", transform="log")
+    assert low.limit < np.median(ref) < limit.limit
+    assert prediction_limit([1.0], alpha=0.05, kind="max").passes(1e9)  # one value: nothing fails

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labelled CSV slide_id,patient_id,path,label[,annotations][,mpp]")
     parser.add_argument("--out", required=True,
                         help="output folder: metrics.json, report.md, roc.png, reliability.png")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="score slides the model trained or validated on (refused by default; "
+                        "the figures are then optimistic)")
     add_device_options(parser)
     add_progress_option(parser)
 
@@ -25,10 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from histo_net.train.run import evaluate_bundle  # deferred: torch, keeps --help fast
 
     result = evaluate_bundle(Path(args.model), Path(args.manifest), Path(args.out),
-                             device=args.device, workers=args.workers, progress=args.progress)
+                             device=args.device, workers=args.workers, progress=args.progress,
+                             allow_overlap=args.allow_overlap)
     metrics = result.to_json(per_slide=False)
     keys = ("slide_auroc", "balanced_accuracy", "tile_auroc", "attention_localisation_auroc",
-            "ece_before_scaling", "ece_after_scaling")
+            "ece_before_scaling", "ece_after_scaling", "confident_fraction", "confident_error_rate")
     summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
-    print(f"{result.n_slides} slides: {summary}\nreport: {Path(args.out) / 'report.md'}")
+    outcomes = ", ".join(f"{k} {v}" for k, v in result.outcome_counts.items() if v)
+    print(f"{result.n_slides} slides: {summary}\noutcomes: {outcomes}\n"
+          f"report: {Path(args.out) / 'report.md'}")
     return EXIT_OK

@@ -7,6 +7,7 @@ device. Descriptor columns (``QC_FEATURE_NAMES``):
 - ``od_r``, ``od_g``, ``od_b``: mean optical density per channel over tissue pixels
 - ``haematoxylin``, ``eosin``: mean Ruifrok colour-deconvolution concentrations over tissue
 - ``tissue_pixel_fraction``: fraction of pixels with optical density above the glass floor
+- ``dab``: mean Ruifrok DAB concentration over tissue pixels (about 0 on H&E; high on IHC)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from histo_net.stain import hed_from_od_matrix
 
 QC_FEATURE_NAMES: tuple[str, ...] = (
-    "blur_laplacian_var", "od_r", "od_g", "od_b", "haematoxylin", "eosin", "tissue_pixel_fraction",
+    "blur_laplacian_var", "od_r", "od_g", "od_b", "haematoxylin", "eosin", "tissue_pixel_fraction", "dab",
 )
 STAIN_COLUMNS: tuple[int, ...] = (1, 2, 3, 4, 5)
 _OD_TISSUE_FLOOR = 0.15  # summed OD below this is glass
@@ -52,9 +53,10 @@ def tile_qc_features(x: torch.Tensor) -> torch.Tensor:
     weight = (od.sum(dim=1) > _OD_TISSUE_FLOOR).float().flatten(1)  # (B,hw) tissue pixels
     n_tissue = weight.sum(dim=1).clamp(min=1.0)  # (B,)
     od_mean = (od.flatten(2) * weight.unsqueeze(1)).sum(dim=2) / n_tissue.unsqueeze(1)  # (B,3)
-    he_mean = (od_mean @ hed_from_od_matrix(rgb.device))[:, :2]  # (B,2)
+    hed_mean = od_mean @ hed_from_od_matrix(rgb.device)  # (B,3) H, E, DAB
     frac = weight.mean(dim=1)  # (B,)
-    return torch.cat([blur[:, None], od_mean, he_mean, frac[:, None]], dim=1).float()  # (B,7)
+    return torch.cat([blur[:, None], od_mean, hed_mean[:, :2], frac[:, None], hed_mean[:, 2:]],
+                     dim=1).float()  # (B,8)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from torch import Tensor
 from histo_net import __version__
 from histo_net.config import TilingConfig
 from histo_net.errors import ModelBundleError
+from histo_net.features.ood import DomainReference
 from histo_net.features.qc import QCReference
 from histo_net.models.bundle_check import check_bundle
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
@@ -55,6 +56,16 @@ class ModelBundle:
     qc_reference: QCReference | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: what calibration rests on (:class:`histo_net.calibration.CalibrationFit` as a dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    #: limits of the slide checks (not assessable / no tumour) and the kNN bank
+    domain_reference: DomainReference | None = None
+    #: {"train": {"slide_ids": [...], "sha256": [...]}, "val": {...}}: evaluate refuses these
+    training_slides: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: loud training warnings (weak validation figures, thin calibration, missing classes)
+    guardrail_warnings: list[str] = field(default_factory=list)
+    #: the model's own validation figures, shown near the call in every report
+    validation_summary: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.encoder_kwargs = {k: v for k, v in self.encoder_kwargs.items()
@@ -111,6 +122,7 @@ class ModelBundle:
         payload["mil_state"] = {k: v.detach().cpu() for k, v in self.mil_state.items()}
         payload["indeterminate_band"] = [float(x) for x in self.indeterminate_band]
         payload["qc_reference"] = self.qc_reference.to_dict() if self.qc_reference else {}
+        payload["domain_reference"] = self.domain_reference.to_dict() if self.domain_reference else {}
         return payload
 
 
@@ -150,7 +162,9 @@ def load_bundle(path: Path) -> ModelBundle:
     if version != FORMAT_VERSION:
         raise ModelBundleError(
             f"{path}: unknown bundle format_version {version!r} (expected {FORMAT_VERSION})")
-    optional = {"training_config", "metrics", "qc_reference", "versions", "format_version"}
+    optional = {"training_config", "metrics", "qc_reference", "versions", "format_version",
+                "calibration", "domain_reference", "training_slides", "guardrail_warnings",
+                "validation_summary"}
     missing = [name for name in _FIELDS if name not in data and name not in optional]
     if missing:
         raise ModelBundleError(f"{path}: bundle is missing keys: {', '.join(missing)}")
@@ -165,6 +179,10 @@ def load_bundle(path: Path) -> ModelBundle:
         kwargs["qc_reference"] = QCReference.from_dict(kwargs.get("qc_reference"))
     except (KeyError, TypeError, ValueError):
         raise ModelBundleError(f"{path}: bundle key 'qc_reference' is malformed") from None
+    try:
+        kwargs["domain_reference"] = DomainReference.from_dict(kwargs.get("domain_reference"))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelBundleError(f"{path}: bundle key 'domain_reference' is malformed") from None
     bundle = ModelBundle(**kwargs)
     check_bundle(bundle, path)  # one clear message for an inconsistent bundle (bundle_check.py)
     return bundle

@@ -27,14 +27,43 @@ def _metrics_lines(metrics: dict[str, Any], prefix: str = "") -> list[str]:
     return lines
 
 
+def _validation_lines(bundle: ModelBundle) -> list[str]:
+    summary = bundle.validation_summary
+    if not summary:
+        return []
+    return ["", "## Held-out figures (shown in every report)", ""] + [
+        f"- {k}: {_fmt(v)}" for k, v in summary.items()]
+
+
+def _domain_lines(bundle: ModelBundle) -> list[str]:
+    ref = bundle.domain_reference
+    if ref is None:
+        return ["", "## Slide checks", "", "- none fitted: every slide is treated as in domain"]
+    lines = ["", "## Slide checks (not assessable / no tumour detected)", "",
+             (f"Fitted on {ref.fitted_on.get('slides')} training + validation slides "
+             f"(kNN bank: {ref.fitted_on.get('bank_tiles')} tiles of {ref.fitted_on.get('bank_slides')} "
+             f"training slides); alpha {ref.alpha:g} for the image and embedding checks together."), "",
+             "| check | fails when | limit | fitted on slides |", "|---|---|---|---|"]
+    for key, limit in ref.limits.items():
+        op = "value < limit" if limit.kind == "min" else "value > limit"
+        lines.append(f"| {key.split(':')[0]} | {op} | {limit.limit:.4g} | {limit.n} |")
+    rates = ", ".join(f"{k} {v:.1%}" for k, v in ref.in_sample_flag_rate.items())
+    lines += ["", f"Share of the reference slides themselves failing (in-sample): {rates}"]
+    return lines
+
+
 def write_model_card(path: Path, bundle: ModelBundle) -> None:
     """Write a human-readable markdown model card for ``bundle`` to ``path`` (atomic)."""
     lo, hi = bundle.indeterminate_band
     cfg = bundle.training_config
     data_summary = cfg.get("data_summary", {}) if isinstance(cfg, dict) else {}
-    lines = [
-        "# histo-net model card",
-        "",
+    warnings = list(bundle.guardrail_warnings)
+    lines = ["# histo-net model card", ""]
+    if warnings:
+        lines += ["## WARNINGS (read before use)", ""]
+        lines += [f"- **{w}**" for w in warnings]
+        lines += [""]
+    lines += [
         "## Intended use",
         "Research use only. Not a medical device; not for diagnosis or patient management.",
         "Classifies H&E whole-slide images into the classes below (neuroendocrine tumour vs other",
@@ -65,7 +94,22 @@ def write_model_card(path: Path, bundle: ModelBundle) -> None:
         "## Calibration and decision rule",
         f"- temperature: {bundle.temperature:.4g}",
         f"- decision threshold on P({bundle.positive_class}): {bundle.threshold:.4g}",
-        f"- indeterminate band: [{lo:.4g}, {hi:.4g}] (slides in it are reported as indeterminate)",
+        (f"- indeterminate band: [{lo:.4g}, {hi:.4g}] (slides in it, and between the threshold and 0.5, "
+        "are reported as indeterminate)"),
+    ]
+    cal = bundle.calibration
+    if cal:
+        per = ", ".join(f"{k} {v}" for k, v in (cal.get("n_per_class") or {}).items())
+        lines += [
+            f"- calibration rests on **{cal.get('n_slides')} slides** ({per}); method: {cal.get('method')}",
+            (f"- label smoothing {_fmt(cal.get('smoothing'))}; temperature at its bound: "
+            f"{cal.get('temperature_at_bound')}"),
+            (f"- target error among confident calls {_fmt(cal.get('target_error'))}; estimated "
+            f"{_fmt(cal.get('error_estimate'))} with {_fmt(cal.get('coverage'))} of calibration slides "
+            "called confidently"),
+        ]
+    lines += _validation_lines(bundle) + _domain_lines(bundle)
+    lines += [
         "",
         "## Limitations",
         "- Trained on a small (possibly synthetic) cohort; performance on real slides is unknown.",

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from histo_net.errors import ModelBundleError
 from histo_net.models.checkpoint import load_checkpoint
 from histo_net.models.registry import create_model
+from histo_net.stain import STAIN_NORMALIZATIONS, normalise_stain
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ class TileClassifier(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         dropout: float = 0.0,
+        stain_normalization: str = "none",
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if stain_normalization not in STAIN_NORMALIZATIONS:
+            raise ValueError(f"stain_normalization must be one of {STAIN_NORMALIZATIONS}")
         #: constructor arguments except ``weights_path`` (bundles store the trained state)
         self.init_kwargs: dict[str, object] = {
             "backbone": backbone,
@@ -48,7 +52,9 @@ class TileClassifier(nn.Module):
             "mean": [float(v) for v in mean],
             "std": [float(v) for v in std],
             "dropout": float(dropout),
+            "stain_normalization": str(stain_normalization),
         }
+        self.stain_normalization = str(stain_normalization)
         self.backbone_name = backbone
         self.backbone = create_model(backbone)
         self.embed_dim: int = int(self.backbone.embed_dim)
@@ -91,8 +97,12 @@ class TileClassifier(nn.Module):
         logger.info("loaded backbone weights from %s", path)
 
     def normalize(self, x: Tensor) -> Tensor:
-        """``(B,3,H,W)`` uint8 or float 0-255 -> float32 normalised with the buffers."""
-        x = x.float()  # (B,3,H,W) float32, 0-255
+        """``(B,3,H,W)`` uint8 or float 0-255 -> float32 normalised with the buffers.
+
+        With ``stain_normalization`` set, tiles are first stain-normalised (per tile, see
+        :func:`histo_net.stain.normalise_stain`), in training and prediction alike.
+        """
+        x = normalise_stain(x, self.stain_normalization)  # (B,3,H,W) float32, 0-255
         return (x - self.mean) / self.std  # (B,3,H,W)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -13,11 +13,21 @@ import numpy as np
 import torch
 
 from histo_net.calibration import calibrated_probs
+from histo_net.features.embed import SlideEmbedding
+from histo_net.features.ood import (
+    EMBEDDING,
+    IMAGE,
+    TUMOUR,
+    DomainCheck,
+    SlideStats,
+    check_slide,
+    group_passed,
+)
 from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, load_bundle
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.tile_cnn import TileClassifier
-from histo_net.predict.decision import INDETERMINATE, OK, SlideDecision, decide
+from histo_net.predict.decision import SlideDecision, decide_outcomes, effective_band
 
 
 @dataclass
@@ -41,22 +51,51 @@ def load_model(bundle_path: Path, device: torch.device) -> LoadedModel:
                        bundle_path=bundle_path, bundle_sha256=sha256_file(bundle_path))
 
 
-def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray) -> SlideDecision:
-    """Calibrate one slide's (C,) logits with the bundle and apply :func:`decide`."""
+def applied_band(bundle: ModelBundle) -> tuple[float, float]:
+    """The band the rule applies (binary: widened to contain the threshold and 0.5)."""
+    if len(bundle.class_names) == 2:
+        return effective_band(bundle.indeterminate_band, bundle.threshold)
+    return (float(bundle.indeterminate_band[0]), float(bundle.indeterminate_band[1]))
+
+
+def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray,
+                 checks: list[DomainCheck] | None = None) -> SlideDecision:
+    """Calibrate one slide's (C,) logits with the bundle and apply :func:`decide_outcomes`."""
     probs = calibrated_probs(np.asarray(logits)[None], bundle.temperature)[0]  # (C,)
-    preds, indeterminate = decide(probs, threshold=bundle.threshold, band=bundle.indeterminate_band,
-                                  positive_index=bundle.positive_index)
-    return SlideDecision(class_names=list(bundle.class_names), logits=np.asarray(logits),
-                         probabilities=probs, attention=np.asarray(attention),
-                         predicted_class=bundle.class_names[int(preds[0])],
-                         status=INDETERMINATE if bool(indeterminate[0]) else OK)
+    checks = list(checks or [])
+    names = list(bundle.class_names)
+    out = decide_outcomes(probs, class_names=names, threshold=bundle.threshold,
+                          band=bundle.indeterminate_band, positive_index=bundle.positive_index,
+                          image_ok=[group_passed(checks, IMAGE)], tumour_detected=[group_passed(checks, TUMOUR)],
+                          embedding_ok=[group_passed(checks, EMBEDDING)])
+    named = int(out.named[0])
+    return SlideDecision(class_names=names, logits=np.asarray(logits), probabilities=probs,
+                         attention=np.asarray(attention), predicted_class=names[named] if named >= 0 else None,
+                         outcome=out.outcome[0], checks=checks)
 
 
 @torch.no_grad()
-def predict_from_features(model: LoadedModel, features: np.ndarray) -> SlideDecision:
-    """MIL over one slide's (N,D) embeddings -> calibrated decision + attention (N,)."""
+def mil_pass(model: LoadedModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One MIL forward over (N,D) embeddings -> (C,) logits and (N,) attention (float32)."""
     bag = torch.as_tensor(features, dtype=torch.float32, device=model.device)[None]  # (1,N,D)
     mask = torch.ones(bag.shape[:2], dtype=torch.bool, device=model.device)  # (1,N)
     logits, attention = model.mil.forward_with_attention(bag, mask)  # (1,C), (1,N)
-    return decide_slide(model.bundle, logits[0].float().cpu().numpy(),
-                        attention[0].float().cpu().numpy())
+    return logits[0].float().cpu().numpy(), attention[0].float().cpu().numpy()
+
+
+def predict_from_features(model: LoadedModel, features: np.ndarray) -> SlideDecision:
+    """MIL over one slide's (N,D) embeddings -> calibrated decision + attention (N,), no checks."""
+    logits, attention = mil_pass(model, features)
+    return decide_slide(model.bundle, logits, attention)
+
+
+def predict_embedding(model: LoadedModel, emb: SlideEmbedding, *, tile_area: float
+                      ) -> tuple[SlideDecision, SlideStats]:
+    """The slide checks (bundle's domain reference) and the MIL pass -> decision + statistics.
+
+    ``tile_area``: mm^2 of tissue one tile stands for (:func:`histo_net.features.ood.tile_area_mm2`).
+    """
+    stats, checks = check_slide(model.bundle.domain_reference, emb.features, emb.tile_probs, emb.qc,
+                                tile_class_names=list(model.bundle.tile_class_names), tile_area=tile_area)
+    logits, attention = mil_pass(model, emb.features)
+    return decide_slide(model.bundle, logits, attention, checks), stats

@@ -18,8 +18,8 @@ from histo_net import __version__
 from histo_net.config import StrictModel, TilingConfig
 from histo_net.errors import NoTissueError
 from histo_net.features.embed import embed_slide
-from histo_net.features.qc import slide_qc_summary
-from histo_net.predict.model import LoadedModel, predict_from_features
+from histo_net.features.ood import tile_area_mm2
+from histo_net.predict.model import LoadedModel, applied_band, predict_embedding
 from histo_net.predict.summary import SlideSummary
 from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import write_slide_report
@@ -69,7 +69,8 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
     """
     bundle = model.bundle
     # open + tissue + tiling + thumbnail under the per-slide wall-clock limit (a child process)
-    tiling = tile_with_limit(spec.path, spec.mpp, tiling_config_for(model, cfg), slide_timeout_s).result
+    tiling_cfg = tiling_config_for(model, cfg)
+    tiling = tile_with_limit(spec.path, spec.mpp, tiling_cfg, slide_timeout_s).result
     with open_slide(spec.path, mpp_override=spec.mpp) as slide:
         n_tiles = len(tiling.coords)
         if n_tiles < cfg.min_tiles:
@@ -77,7 +78,8 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
                           batch_size=cfg.batch_size, workers=cfg.workers,
                           mpp_override=spec.mpp, progress=progress)
-        decision = predict_from_features(model, emb.features)
+        decision, stats = predict_embedding(model, emb,
+                                            tile_area=tile_area_mm2(tiling_cfg.stride, bundle.target_mpp))
         ranked = np.argsort(-decision.attention, kind="stable")
         top_k = min(cfg.gallery_top_k, n_tiles)
         bottom_k = min(cfg.gallery_bottom_k, max(n_tiles - top_k, 0))
@@ -87,14 +89,14 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
         mpp, mpp_source = slide.mpp, slide.mpp_source
         level0_size = (int(slide.dimensions[0]), int(slide.dimensions[1]))
 
-    slide_qc = slide_qc_summary(emb.qc, bundle.qc_reference)
-    qc = {"blurred_fraction": slide_qc.blurred_fraction, "stain_distance": slide_qc.stain_distance,
-          "stain_in_range": slide_qc.stain_in_range, "warnings": list(slide_qc.warnings)}
-    qc.update(tissue_area_mm2=float(tiling.tissue_area_mm2), tile_count=n_tiles, mpp=float(mpp),
-              mpp_source=mpp_source, target_mpp=float(bundle.target_mpp),
-              tile_size_px=int(bundle.tile_size_px), read_level=int(tiling.plan.level))
+    qc = {"blurred_fraction": stats.blurred_fraction, "warnings": [],  # failed checks: report.checks
+          "tissue_area_mm2": float(tiling.tissue_area_mm2), "tile_count": n_tiles, "mpp": float(mpp),
+          "mpp_source": mpp_source, "target_mpp": float(bundle.target_mpp),
+          "tile_size_px": int(bundle.tile_size_px), "read_level": int(tiling.plan.level),
+          "tumour_share": stats.tumour_share, "tumour_area_mm2": stats.tumour_area_mm2,
+          "embedding_distance": stats.embedding_distance}
     provenance = {
-        "input_path": str(spec.path.resolve()), "input_sha256": input_sha256,
+        "input_path": str(spec.path.resolve()), "input_sha256": input_sha256, "reader": slide.reader_name,
         "bundle_path": str(model.bundle_path), "bundle_sha256": model.bundle_sha256,
         "histo_net_version": __version__, "library_versions": dict(bundle.versions),
         "run_date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -103,15 +105,18 @@ def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pre
     }
     report = SlideReport(
         slide_id=spec.slide_id, slide_name=spec.path.name, predicted_class=decision.predicted_class,
-        status=decision.status, probabilities=decision.probability_dict(),
+        status=decision.status, outcome=decision.outcome, checks=list(decision.checks),
+        model_figures=dict(bundle.validation_summary), model_warnings=list(bundle.guardrail_warnings),
+        calibration=dict(bundle.calibration), probabilities=decision.probability_dict(),
         positive_class=bundle.positive_class, threshold=float(bundle.threshold),
-        indeterminate_band=tuple(bundle.indeterminate_band), tile_class_names=names,
+        indeterminate_band=applied_band(bundle), tile_class_names=names,
         coords_level0=tiling.coords, patch_size_level0=int(tiling.plan.patch_size_level0),
         attention=decision.attention, tile_probs=emb.tile_probs, thumbnail=tiling.thumbnail,
         thumbnail_downsample=float(tiling.thumbnail_downsample), tissue_mask=tiling.tissue,
         tissue_downsample=float(tiling.tissue_downsample), top_tiles=top, bottom_tiles=bottom,
         qc=qc, provenance=provenance, label=spec.label, level0_size=level0_size)
     write_slide_report(slide_dir, report)
-    return SlideSummary(predicted_class=decision.predicted_class, status=decision.status,
+    return SlideSummary(predicted_class=decision.predicted_class or "", status=decision.status,
                         probabilities=decision.probability_dict(), tile_count=n_tiles,
-                        input_sha256=input_sha256, bundle_sha256=model.bundle_sha256)
+                        input_sha256=input_sha256, bundle_sha256=model.bundle_sha256,
+                        outcome=decision.outcome, reasons=[c.short() for c in decision.failed_checks])

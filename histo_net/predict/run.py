@@ -58,7 +58,7 @@ def _columns(rows: list[list[str]]) -> list[int]:
 def summary_rows(out_dir: Path, slide_ids: Sequence[str]) -> list[list[str]]:
     """Table rows (header first) for ``slide_ids`` from their state files: full ids and
     classes, and for a failed slide its error kind and one-line reason."""
-    rows = [["slide", "status", "prediction", "tiles", "reason"]]
+    rows = [["slide", "status", "outcome", "tiles", "reason"]]
     wanted = set(slide_ids)
     for state in read_states(out_dir):
         if state.slide_id not in wanted:

@@ -10,14 +10,17 @@ from typing import Any
 
 from histo_net.batch.state import DONE, RunFiles, SlideState
 from histo_net.io_utils import json_safe
+from histo_net.taxonomy import INDETERMINATE, NOT_ASSESSABLE
 
 
 @dataclass
 class SlideSummary:
     """What one slide's prediction returns to the batch runner.
 
-    ``probabilities`` are calibrated, keyed by class name; ``status`` is the decision's
-    status (``ok`` / ``indeterminate``).
+    ``probabilities`` are calibrated, keyed by class name; ``outcome`` is the decision:
+    a class name (confident call), ``indeterminate``, ``no_tumour_detected`` or
+    ``not_assessable``; ``predicted_class`` the class named with it ("" when none);
+    ``status`` ``ok`` for a confident call, else the outcome; ``reasons`` the failed checks.
     """
 
     predicted_class: str
@@ -27,11 +30,27 @@ class SlideSummary:
     input_sha256: str = ""
     bundle_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def decision(self) -> str:
+        """The outcome (older records without one: the class when ``ok``, else the status)."""
+        return self.outcome or (self.predicted_class if self.status == "ok" else self.status)
 
     @property
     def indeterminate(self) -> bool:
-        """True when the call fell in the indeterminate band."""
-        return self.status != "ok"
+        """True when the outcome is ``indeterminate`` (probability inside the band)."""
+        return self.decision == INDETERMINATE
+
+    def display(self) -> str:
+        """Short text for the console table, e.g. ``indeterminate (leans neuroendocrine)``."""
+        outcome = self.decision
+        if outcome == INDETERMINATE and self.predicted_class:
+            return f"{outcome} (leans {self.predicted_class})"
+        if outcome == NOT_ASSESSABLE and self.reasons:
+            return f"{outcome}: {self.reasons[0].split(' ')[0]}"
+        return outcome
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict for the slide's state file."""
@@ -47,7 +66,8 @@ class SlideSummary:
                    tile_count=int(data.get("tile_count") or 0),
                    input_sha256=str(data.get("input_sha256") or ""),
                    bundle_sha256=str(data.get("bundle_sha256") or ""),
-                   extra=dict(data.get("extra") or {}))
+                   extra=dict(data.get("extra") or {}), outcome=str(data.get("outcome") or ""),
+                   reasons=[str(r) for r in data.get("reasons") or []])
 
 
 def _class_names_from(summaries: Sequence[SlideSummary | None]) -> list[str]:
@@ -60,21 +80,24 @@ def _class_names_from(summaries: Sequence[SlideSummary | None]) -> list[str]:
 
 
 def predictions_csv_text(states: Sequence[SlideState], class_names: Sequence[str] | None = None) -> str:
-    """predictions.csv: slide_id, path, status, label, predicted_class, prob_<class>...,
-    indeterminate, tile_count, error (one row per state, in the given order)."""
+    """predictions.csv: slide_id, path, status, label, outcome, predicted_class, prob_<class>...,
+    threshold-free ``indeterminate`` flag, reason (failed checks), tile_count, error (one row per
+    state, in the given order)."""
     summaries = [SlideSummary.from_json(s.summary) if s.status == DONE else None for s in states]
     names = list(class_names) if class_names is not None else _class_names_from(summaries)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["slide_id", "path", "status", "label", "predicted_class",
-                     *[f"prob_{c}" for c in names], "indeterminate", "tile_count", "error"])
+    writer.writerow(["slide_id", "path", "status", "label", "outcome", "predicted_class",
+                     *[f"prob_{c}" for c in names], "indeterminate", "reason", "tile_count", "error"])
     for state, summ in zip(states, summaries):
         probs = summ.probabilities if summ else {}
         writer.writerow([
             state.slide_id, state.path, state.status, state.label or "",
+            summ.decision if summ else "",
             summ.predicted_class if summ else "",
             *["" if probs.get(c) is None else f"{float(probs[c]):.6f}" for c in names],
             "" if summ is None else str(summ.indeterminate).lower(),
+            "; ".join(summ.reasons) if summ else "",
             "" if summ is None else summ.tile_count, state.error or "",
         ])
     return buffer.getvalue()

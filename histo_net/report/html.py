@@ -16,50 +16,71 @@ import numpy as np
 from histo_net.report.heatmap import image_bytes, image_mime
 from histo_net.report.model import (
     INDETERMINATE_TEXT,
+    NO_TUMOUR_TEXT,
+    NOT_ASSESSABLE_TEXT,
     RESEARCH_USE_ONLY,
     GalleryTile,
     SlideReport,
     attention_title,
 )
+from histo_net.taxonomy import NEUROENDOCRINE, OTHER_SMALL_ROUND_CELL, is_neuroendocrine
 
-#: confirmatory work-up per predicted morphology (shown as context, never as a diagnosis)
-NET_CONTEXT: dict[str, Any] = {
-    "title": "Neuroendocrine tumour morphology: suggested confirmation",
-    "items": [
-        "Synaptophysin and chromogranin A (neuroendocrine differentiation)",
-        "INSM1 (sensitive nuclear neuroendocrine marker)",
-        "Ki-67 proliferation index for grading (with mitotic count)",
-        "TTF-1 when a lung primary is in question",
-    ],
+#: confirmatory work-up per slide class (shown as context, never as a diagnosis); each panel
+#: belongs to the class it names (taxonomy.is_neuroendocrine decides which one a class gets)
+STAIN_PANELS: dict[str, dict[str, Any]] = {
+    NEUROENDOCRINE: {
+        "title": "Neuroendocrine morphology: suggested confirmation",
+        "items": [
+            "Synaptophysin, chromogranin A and INSM1 (neuroendocrine differentiation)",
+            "Ki-67 index with mitotic count (grade; well-differentiated NET vs neuroendocrine carcinoma)",
+            "TTF-1 (lung origin, small-cell carcinoma); Rb and p53 (carcinoma vs NET G3)",
+            "CK20 (perinuclear dot) and Merkel cell polyomavirus in skin (Merkel cell carcinoma)",
+        ],
+    },
+    OTHER_SMALL_ROUND_CELL: {
+        "title": "Other small round cell tumour morphology: suggested work-up",
+        "items": [
+            "CD45 (LCA) and lineage markers for lymphoma",
+            "CD99 and NKX2.2 for Ewing sarcoma",
+            "Desmin and myogenin for rhabdomyosarcoma",
+            "Synaptophysin, chromogranin A and INSM1 to exclude a neuroendocrine neoplasm",
+        ],
+    },
 }
-OTHER_CONTEXT: dict[str, Any] = {
-    "title": "Other small round cell tumour morphology: suggested work-up",
-    "items": [
-        "CD45 (LCA) to exclude lymphoma",
-        "CD99 and NKX2.2 for Ewing sarcoma",
-        "CK20 (perinuclear dot) and Merkel cell polyomavirus for Merkel cell carcinoma",
-        "TTF-1 for small-cell carcinoma",
-        "Synaptophysin, chromogranin A and INSM1 to exclude a neuroendocrine tumour",
-    ],
-}
 
 
-def _is_net_class(name: str, positive_class: str) -> bool:
-    """Whether a class name means neuroendocrine tumour (by name, else the positive class)."""
-    lowered = name.lower().replace("-", "_")
-    if "neuroendocrine" in lowered or lowered in {"net", "nets"} or lowered.startswith("net_"):
-        return True
-    if any(word in lowered for word in ("other", "srct", "small_round", "non_")):
-        return False
-    return name == positive_class
+def panel_for(class_name: str) -> dict[str, Any]:
+    """The stain panel of a slide class (or subtype)."""
+    return STAIN_PANELS[NEUROENDOCRINE if is_neuroendocrine(class_name) else OTHER_SMALL_ROUND_CELL]
 
 
 def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
-    """Context box(es) for the predicted class; both when the result is indeterminate."""
+    """Stain panel(s): the called class's; both when indeterminate (the named class first);
+    none when no tumour was detected or the slide is not assessable."""
+    if report.confident:
+        return [panel_for(report.decision)]
     if report.indeterminate:
-        return [NET_CONTEXT, OTHER_CONTEXT]
-    return [NET_CONTEXT if _is_net_class(report.predicted_class, report.positive_class)
-            else OTHER_CONTEXT]
+        first = report.predicted_class or report.positive_class
+        others = [c for c in report.probabilities if c != first]
+        panels = [panel_for(first)] + [panel_for(c) for c in others]
+        return [p for i, p in enumerate(panels) if p not in panels[:i]]
+    return []
+
+
+def model_figures_line(report: SlideReport) -> str:
+    """The model's own held-out figures, e.g. ``validation AUROC 0.98 (5 slides) ...``."""
+    f = report.model_figures
+    parts = []
+    for key, name in (("validation", "validation"), ("test", "test")):
+        if f.get(f"{key}_slides"):
+            auc, bacc = f.get(f"{key}_auroc"), f.get(f"{key}_balanced_accuracy")
+            parts.append(f"{name} AUROC {_fmt(auc, '.2f')}, balanced accuracy {_fmt(bacc, '.2f')} "
+                         f"({f[f'{key}_slides']} slides)")
+    cal = report.calibration
+    if cal.get("n_slides") is not None:
+        per = ", ".join(f"{k} {v}" for k, v in (cal.get("n_per_class") or {}).items())
+        parts.append(f"calibration on {cal['n_slides']} slides ({cal.get('method', '?')}; {per})")
+    return "; ".join(parts)
 
 
 def data_uri(data: bytes, mime: str | None = None) -> str:
@@ -83,6 +104,12 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return str(value)
 
 
+def _check_rows(report: SlideReport) -> list[dict[str, Any]]:
+    """One row per slide check: what, value vs limit, flagged when it failed."""
+    return [{"label": c.label, "value": f"{c.value:.3g} ({c.operator} limit {c.limit:.3g})"
+             + ("" if c.passed else " \u2014 FAILED"), "flag": not c.passed} for c in report.checks]
+
+
 def _qc_rows(qc: dict) -> list[dict[str, Any]]:
     """QC table rows: label, value text, and ``flag`` True when the value needs attention."""
     stain_ok = qc.get("stain_in_range")
@@ -96,13 +123,15 @@ def _qc_rows(qc: dict) -> list[dict[str, Any]]:
         {"label": "Slide resolution", "value": mpp_text, "flag": False},
         {"label": "Tile size", "value": f"{_fmt(qc.get('tile_size_px'))} px at "
          f"{_fmt(qc.get('target_mpp'), '.3g')} \u00b5m/px", "flag": False},
-        {"label": "Blurred tiles", "value": "\u2014" if blurred is None else f"{float(blurred):.1%}",
-         "flag": blurred is not None and float(blurred) > 0.25},
-        {"label": "Stain distance from training cohort",
-         "value": _fmt(qc.get("stain_distance"), ".2f") + (
-             "" if stain_ok is None else " (in range)" if stain_ok else " (OUT OF RANGE)"),
-         "flag": stain_ok is False},
+        {"label": "Blurred tiles (below the training blur threshold)",
+         "value": "\u2014" if blurred is None or not np.isfinite(blurred) else f"{float(blurred):.1%}",
+         "flag": False},
     ]
+    if "stain_distance" in qc:  # reports of older bundles
+        rows.append({"label": "Stain distance from training cohort",
+                     "value": _fmt(qc.get("stain_distance"), ".2f") + (
+                         "" if stain_ok is None else " (in range)" if stain_ok else " (OUT OF RANGE)"),
+                     "flag": stain_ok is False})
     known = {"tissue_area_mm2", "tile_count", "mpp", "mpp_source", "tile_size_px", "target_mpp",
              "blurred_fraction", "stain_distance", "stain_in_range", "warnings"}
     for key in sorted(k for k in qc if k not in known):
@@ -149,7 +178,7 @@ def _environment() -> jinja2.Environment:
 
 def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
     """The self-contained HTML report; ``images`` maps role -> PNG bytes (see render_images)."""
-    probability = report.probabilities.get(report.predicted_class)
+    probability = report.probabilities.get(report.decision)
     prob_maps = [{"cls": role[len("prob_"):], "src": data_uri(data)}
                  for role, data in images.items() if role.startswith("prob_")]
     context = {
@@ -157,6 +186,16 @@ def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
         "run_date": report.provenance.get("run_date") or "\u2014",
         "banner": RESEARCH_USE_ONLY,
         "indeterminate_text": INDETERMINATE_TEXT,
+        "no_tumour_text": NO_TUMOUR_TEXT,
+        "not_assessable_text": NOT_ASSESSABLE_TEXT,
+        "named_pct": (None if report.predicted_class is None else
+                      f"{report.probabilities.get(report.predicted_class, float('nan')):.0%}"),
+        "failed": [c.describe() for c in report.failed_checks],
+        "check_rows": _check_rows(report),
+        "model_line": model_figures_line(report),
+        "model_warnings": list(report.model_warnings),
+        "tumour_share": report.qc.get("tumour_share"),
+        "tumour_area": report.qc.get("tumour_area_mm2"),
         "probability_pct": None if probability is None else f"{probability:.0%}",
         "probabilities": [{"name": c, "value": float(p), "pct": f"{float(p):.1%}",
                            "width": f"{max(0.0, min(1.0, float(p))) * 100:.1f}"}

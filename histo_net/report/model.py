@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from histo_net.features.ood import DomainCheck
 from histo_net.io_utils import sanitize_slide_id
+from histo_net.taxonomy import INDETERMINATE, NO_TUMOUR_DETECTED, NOT_ASSESSABLE
 
 REPORT_SCHEMA_VERSION = 1
 RESEARCH_USE_ONLY = "Research use only \u2014 not for diagnostic use."
 INDETERMINATE_TEXT = "Indeterminate \u2014 refer for immunohistochemistry"
+NO_TUMOUR_TEXT = "No tumour detected \u2014 no classification made"
+NOT_ASSESSABLE_TEXT = "Not assessable \u2014 outside what the model was trained on"
 
 
 @dataclass
@@ -42,8 +46,8 @@ class SlideReport:
 
     slide_id: str
     slide_name: str
-    predicted_class: str
-    status: str  # "ok" | "indeterminate"
+    predicted_class: str | None  # the class named with the outcome (None: none named)
+    status: str  # "ok" | "indeterminate" | "no_tumour_detected" | "not_assessable"
     probabilities: dict[str, float]
     positive_class: str
     threshold: float
@@ -63,11 +67,33 @@ class SlideReport:
     provenance: dict = field(default_factory=dict)
     label: str | None = None
     level0_size: tuple[int, int] | None = None  # (width, height) level-0 px; GeoJSON clips to it
+    outcome: str = ""  # a class name (confident call) or a non-call outcome; "" = from status
+    checks: list[DomainCheck] = field(default_factory=list)
+    model_figures: dict = field(default_factory=dict)  # the bundle's validation_summary
+    model_warnings: list[str] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)  # the bundle's CalibrationFit dict
+
+    @property
+    def decision(self) -> str:
+        """The outcome: a class name or indeterminate / no_tumour_detected / not_assessable."""
+        if self.outcome:
+            return self.outcome
+        return (self.predicted_class or "") if self.status == "ok" else self.status
 
     @property
     def indeterminate(self) -> bool:
-        """True when the calibrated probability fell in the abstention band."""
-        return self.status != "ok"
+        """True when the outcome is ``indeterminate`` (probability inside the band)."""
+        return self.decision == INDETERMINATE
+
+    @property
+    def confident(self) -> bool:
+        """True for a confident class call."""
+        return self.decision not in (INDETERMINATE, NO_TUMOUR_DETECTED, NOT_ASSESSABLE, "")
+
+    @property
+    def failed_checks(self) -> list[DomainCheck]:
+        """The checks that did not pass (they explain a non-call outcome)."""
+        return [c for c in self.checks if not c.passed]
 
     @property
     def tile_count(self) -> int:
@@ -88,5 +114,27 @@ def heatmap_classes(report: SlideReport) -> list[str]:
 
 def attention_title(report: SlideReport) -> str:
     """Heatmap title naming what attention explains."""
-    target = "indeterminate" if report.indeterminate else report.predicted_class
-    return f"Attention: which tiles drove the slide prediction ({target})"
+    return f"Attention: which tiles drove the slide prediction ({report.decision})"
+
+
+def statement(report: SlideReport) -> str:
+    """The one-line call, e.g. ``neuroendocrine (calibrated probability 0.97)``."""
+    decision = report.decision
+    if decision == INDETERMINATE:
+        return INDETERMINATE_TEXT
+    if decision == NO_TUMOUR_DETECTED:
+        return NO_TUMOUR_TEXT
+    if decision == NOT_ASSESSABLE:
+        return NOT_ASSESSABLE_TEXT
+    prob = report.probabilities.get(decision)
+    return f"{decision} (calibrated probability {prob:.2f})" if prob is not None else decision
+
+
+def decision_json(report: SlideReport) -> dict:
+    """The decision part of report.json: outcome, statement, checks, model figures."""
+    return {"outcome": report.decision, "statement": statement(report),
+            "checks": [c.to_json() for c in report.checks],
+            "failed_checks": [c.describe() for c in report.failed_checks],
+            "model_figures": dict(report.model_figures), "model_warnings": list(report.model_warnings),
+            "calibration_slides": report.calibration.get("n_slides"),
+            "calibration_method": report.calibration.get("method")}

@@ -18,11 +18,11 @@ from histo_net.report.geojson import build_geojson
 from histo_net.report.heatmap import compact_for_html, image_bytes, overlay_png, scores_to_grid
 from histo_net.report.html import render_report_html
 from histo_net.report.model import (
-    INDETERMINATE_TEXT,
     REPORT_SCHEMA_VERSION,
     RESEARCH_USE_ONLY,
     SlideReport,
     attention_title,
+    decision_json,
     heatmap_classes,
     prob_file_name,
 )
@@ -106,9 +106,6 @@ def build_report_json(report: SlideReport, files: dict[str, str] | None = None) 
         "probability": prob,
         "status": report.status,
         "indeterminate": report.indeterminate,
-        "statement": INDETERMINATE_TEXT if report.indeterminate else
-        f"{report.predicted_class} (calibrated probability {prob:.2f})" if prob is not None
-        else report.predicted_class,
         "probabilities": dict(report.probabilities),
         "positive_class": report.positive_class,
         "threshold": report.threshold,
@@ -122,6 +119,7 @@ def build_report_json(report: SlideReport, files: dict[str, str] | None = None) 
         "provenance": dict(report.provenance),
         "files": dict(files or {}),
         "disclaimer": RESEARCH_USE_ONLY,
+        **decision_json(report),
     })
 
 

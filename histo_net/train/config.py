@@ -5,6 +5,8 @@ Defaults are sized for a 2-core CPU: 128 px tiles at 0.5 um/px, resnet18.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from histo_net.config import StrictModel, TilingConfig
@@ -42,6 +44,11 @@ class TileCNNConfig(StrictModel):
     tiles_per_epoch: int | None = Field(None, ge=1, description="balanced draws per epoch; None = all kept tiles")
     patience: int = Field(3, ge=1, description="early stopping: epochs without validation improvement")
     stain_jitter: float = Field(0.05, ge=0, le=0.5, description="HED augmentation strength")
+    augmentation: Literal["basic", "strong"] = Field(
+        "strong", description="basic: flips, HED, B/C, blur, JPEG; strong: adds stain-vector jitter "
+        "in optical density, grey-world, gamma, wider blur and JPEG")
+    stain_normalization: Literal["none", "macenko", "reinhard"] = Field(
+        "none", description="stain normalisation inside the model (train and predict alike)")
     amp: bool = Field(True, description="autocast (bf16 on capable CPUs, fp16/bf16 on CUDA)")
 
 
@@ -66,12 +73,36 @@ class MILConfig(StrictModel):
 
 
 class CalibrationConfig(StrictModel):
-    """Temperature scaling, decision threshold and indeterminate band, fit on validation."""
+    """Temperature, threshold and indeterminate band, fit on held-out slide predictions."""
 
-    temperature: bool = Field(True, description="fit a temperature on validation logits")
-    threshold: float | None = Field(None, ge=0, le=1, description="fixed threshold; None = chosen on validation")
-    target_precision: float = Field(0.95, gt=0, le=1, description="precision required outside the indeterminate band")
-    min_per_class: int = Field(5, ge=1, description="fewer validation slides per class: default narrow band")
+    method: Literal["auto", "cross_fit", "validation"] = Field(
+        "auto", description="cross_fit: out-of-fold MIL predictions over train + validation; "
+        "validation: the validation split; auto: validation when it has min_per_class slides "
+        "of every class, else cross_fit")
+    folds: int = Field(5, ge=2, description="cross-fitting folds (patient-grouped, stratified)")
+    temperature: bool = Field(True, description="fit a temperature on held-out logits")
+    threshold: float | None = Field(None, ge=0, le=1, description="fixed threshold; None = chosen on held-out slides")
+    target_precision: float = Field(0.95, gt=0, le=1, description="precision (1 - error rate) required "
+                                    "of confident calls; sets the indeterminate band")
+    min_per_class: int = Field(10, ge=1, description="fewer calibration slides per class: loud warning")
+
+
+class GuardrailConfig(StrictModel):
+    """Floors below which training warns loudly (stderr and model card)."""
+
+    min_val_auroc: float = Field(0.8, ge=0, le=1, description="validation slide AUROC floor")
+    min_val_balanced_accuracy: float = Field(0.7, ge=0, le=1, description="validation balanced accuracy floor")
+
+
+class DomainConfig(StrictModel):
+    """Slide checks fitted on the training cohort: not assessable / no tumour detected."""
+
+    enabled: bool = Field(True, description="fit the checks (off: every slide passes)")
+    alpha: float = Field(0.03, gt=0, lt=0.5, description="share of in-distribution slides allowed to "
+                         "fail the image and embedding checks together")
+    alpha_tumour: float = Field(0.01, gt=0, lt=0.5, description="the same for the tumour-burden check")
+    bank_size: int = Field(2048, ge=16, description="training tile embeddings kept for the kNN check")
+    knn_k: int = Field(5, ge=1, description="neighbours in the kNN distance")
 
 
 class EvaluationConfig(StrictModel):
@@ -93,6 +124,8 @@ class TrainConfig(StrictModel):
     features: FeatureConfig = FeatureConfig()
     mil: MILConfig = MILConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    domain: DomainConfig = DomainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     seed: int = Field(0, ge=0)
     deterministic: bool = Field(False, description="deterministic algorithms and seeded workers (slower)")

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from histo_net.calibration import calibrated_probs
+from histo_net.features.ood import EMBEDDING, IMAGE, TUMOUR, DomainCheck, group_passed
 from histo_net.io_utils import atomic_write_text, json_safe
 from histo_net.metrics import (
     auroc,
@@ -26,8 +27,8 @@ from histo_net.metrics import (
     confusion_matrix,
     expected_calibration_error,
 )
-from histo_net.predict.decision import decide
-from histo_net.taxonomy import NON_TUMOUR
+from histo_net.predict.decision import decide_outcomes, effective_band
+from histo_net.taxonomy import INDETERMINATE, NO_TUMOUR_DETECTED, NON_TUMOUR, NOT_ASSESSABLE
 from histo_net.train.plots import reliability_png, roc_png
 
 logger = logging.getLogger(__name__)
@@ -44,17 +45,24 @@ class EvalSet:
     tile_probs: list[npt.NDArray[np.float32]]          # per slide (N_i,Ct)
     tile_labels: list[npt.NDArray[np.int64] | None]    # per slide (N_i,) tile class index
     in_tumour: list[npt.NDArray[np.bool_] | None]      # per slide (N_i,) annotation membership
+    checks: list[list[DomainCheck]] | None = None      # per slide, the slide checks that ran
 
 
 @dataclass
 class SlideResult:
-    """One slide's call in an evaluation: truth, prediction, calibrated probabilities."""
+    """One slide's call in an evaluation: truth, argmax class, probabilities, outcome.
+
+    ``predicted`` is the class with the highest calibrated probability (what every metric
+    uses); ``outcome`` the decision rule's outcome; ``failed_checks`` the one-line reasons.
+    """
 
     slide_id: str
     label: str
     predicted: str
     probabilities: dict[str, float]
     indeterminate: bool
+    outcome: str = ""
+    failed_checks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +87,11 @@ class EvalResult:
     indeterminate_band: tuple[float, float]
     positive_class: str
     tile_metrics: dict[str, float] = field(default_factory=dict)
+    outcome_counts: dict[str, int] = field(default_factory=dict)
+    confident_fraction: float = float("nan")
+    confident_error_rate: float = float("nan")
+    wrong_confident_above_95: int = 0
+    wrong_caught_fraction: float = float("nan")
     per_slide: list[SlideResult] = field(default_factory=list)
 
     def to_json(self, *, per_slide: bool = True) -> dict[str, Any]:
@@ -113,22 +126,41 @@ def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, float]:
     return out
 
 
+def _outcomes(ev: EvalSet, cal: np.ndarray, class_names: list[str], threshold: float,
+              band: tuple[float, float], pos: int) -> tuple[list[str], np.ndarray]:
+    """Outcome per slide (the one rule) and (S,) bool inside-the-band flags."""
+    n = len(ev.labels)
+    if not n:
+        return [], np.zeros(0, bool)
+    checks = ev.checks or [[] for _ in range(n)]
+    out = decide_outcomes(cal, class_names=class_names, threshold=threshold, band=band,
+                          positive_index=pos, image_ok=[group_passed(c, IMAGE) for c in checks],
+                          tumour_detected=[group_passed(c, TUMOUR) for c in checks],
+                          embedding_ok=[group_passed(c, EMBEDDING) for c in checks])
+    return out.outcome, out.indeterminate
+
+
 def compute_metrics(
     ev: EvalSet, *, class_names: list[str], tile_class_names: list[str], positive_class: str,
     temperature: float, threshold: float, band: tuple[float, float],
     bootstrap_samples: int = 1000, ci_level: float = 0.95, ece_bins: int = 10, seed: int = 0,
 ) -> EvalResult:
-    """All metrics of one labelled set; calls come from the one rule, :func:`decide`."""
+    """All metrics of one labelled set; outcomes come from the one rule, ``decide_outcomes``.
+
+    AUROC, ECE, balanced accuracy and the confusion matrix use every slide's calibrated
+    probabilities (argmax class); the outcome metrics say what the rule did with them:
+    share of confident calls, their error rate, wrong confident calls above P = 0.95 and the
+    share of wrong (argmax) slides the rule did not call confidently.
+    """
     n_cls = len(class_names)
     labels = np.asarray(ev.labels, dtype=np.int64)
     n = len(labels)
     raw = calibrated_probs(ev.logits, 1.0) if n else np.zeros((0, n_cls))
     cal = calibrated_probs(ev.logits, temperature) if n else np.zeros((0, n_cls))
     pos = class_names.index(positive_class)
-    if n:
-        preds, indeterminate = decide(cal, threshold=threshold, band=band, positive_index=pos)
-    else:
-        preds, indeterminate = np.zeros(0, np.int64), np.zeros(0, bool)
+    preds = cal.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
+    outcome, in_band = _outcomes(ev, cal, class_names, threshold, band, pos)
+    confident = np.asarray([o in class_names for o in outcome], dtype=bool)
     if n_cls == 2:
         scores: np.ndarray = cal[:, pos]
         target = (labels == pos).astype(int)
@@ -139,7 +171,11 @@ def compute_metrics(
     lo, hi = (bootstrap_ci(auroc, target, scores, n_boot=bootstrap_samples, seed=seed,
                            alpha=1.0 - ci_level)
               if bootstrap_samples > 0 and n else (nan, nan))
-    determinate = ~indeterminate
+    wrong = preds != labels
+    top_p = cal.max(axis=1) if n else np.zeros(0)
+    counts = {name: int(sum(o == name for o in outcome))
+              for name in (*class_names, INDETERMINATE, NO_TUMOUR_DETECTED, NOT_ASSESSABLE)}
+    checks = ev.checks or [[] for _ in range(n)]
     return EvalResult(
         n_slides=n, class_counts={name: int((labels == i).sum()) for i, name in enumerate(class_names)},
         slide_auroc=slide_auc, slide_auroc_ci=(lo, hi), ci_level=ci_level,
@@ -148,15 +184,22 @@ def compute_metrics(
         confusion_matrix_classes=list(class_names),
         ece_before_scaling=expected_calibration_error(raw, labels, ece_bins) if n else nan,
         ece_after_scaling=expected_calibration_error(cal, labels, ece_bins) if n else nan,
-        indeterminate_fraction=float(indeterminate.mean()) if n else nan,
-        balanced_accuracy_determinate=(balanced_accuracy(labels[determinate], preds[determinate])
-                                       if determinate.any() else nan),
+        indeterminate_fraction=float(np.mean([o == INDETERMINATE for o in outcome])) if n else nan,
+        balanced_accuracy_determinate=(balanced_accuracy(labels[confident], preds[confident])
+                                       if confident.any() else nan),
         temperature=float(temperature), threshold=float(threshold),
-        indeterminate_band=(float(band[0]), float(band[1])), positive_class=positive_class,
-        tile_metrics=_tile_metrics(ev, tile_class_names),
+        indeterminate_band=(effective_band(band, threshold) if n_cls == 2 else
+                            (float(band[0]), float(band[1]))), positive_class=positive_class,
+        tile_metrics=_tile_metrics(ev, tile_class_names), outcome_counts=counts,
+        confident_fraction=float(confident.mean()) if n else nan,
+        confident_error_rate=float(wrong[confident].mean()) if confident.any() else nan,
+        wrong_confident_above_95=int((wrong & confident & (top_p > 0.95)).sum()),
+        wrong_caught_fraction=float((~confident[wrong]).mean()) if wrong.any() else nan,
         per_slide=[SlideResult(sid, class_names[int(y)], class_names[int(p)],
-                               {c: float(v) for c, v in zip(class_names, prob)}, bool(ind))
-                   for sid, y, p, prob, ind in zip(ev.slide_ids, labels, preds, cal, indeterminate)])
+                               {c: float(v) for c, v in zip(class_names, prob)}, bool(ind), str(o),
+                               [c.short() for c in ch if not c.passed])
+                   for sid, y, p, prob, ind, o, ch in zip(ev.slide_ids, labels, preds, cal, in_band,
+                                                          outcome, checks)])
 
 
 def _fmt(v: Any) -> str:
@@ -181,7 +224,12 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
              f"| slide AUROC | {auc} |",
              f"| balanced accuracy | {_fmt(metrics['balanced_accuracy'])} |",
              f"| ECE before / after temperature scaling | {ece} |",
-             f"| indeterminate fraction | {_fmt(metrics['indeterminate_fraction'])} |"]
+             f"| indeterminate fraction | {_fmt(metrics['indeterminate_fraction'])} |",
+             "| outcomes | " + ", ".join(f"{k}: {v}" for k, v in metrics["outcome_counts"].items()) + " |",
+             (f"| confident calls: share / error rate | {_fmt(metrics['confident_fraction'])} / "
+              f"{_fmt(metrics['confident_error_rate'])} |"),
+             f"| wrong confident calls with P > 0.95 | {metrics['wrong_confident_above_95']} |",
+             f"| wrong slides not called confidently | {_fmt(metrics['wrong_caught_fraction'])} |"]
     tile_rows = (("tile_auroc", "tile AUROC"),
                  ("tile_auroc_tumour_vs_non_tumour", "tile AUROC tumour vs non-tumour"),
                  ("attention_localisation_auroc", "attention localisation AUROC"))
@@ -200,9 +248,13 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
             f"on P({metrics['positive_class']}), indeterminate band [{band}].")
     lines += ["", rule,
               "", "![ROC](roc.png) ![reliability](reliability.png)", "",
-              "## Slides", "", "| slide | truth | prediction | indeterminate |", "|---|---|---|---|"]
+              "## Slides", "", "| slide | truth | highest probability | outcome | failed checks |",
+              "|---|---|---|---|---|"]
     for row in metrics["per_slide"]:
-        lines.append(f"| {row['slide_id']} | {row['label']} | {row['predicted']} | {row['indeterminate']} |")
+        p = row["probabilities"].get(row["predicted"])
+        reasons = "; ".join(row["failed_checks"]) or ""
+        lines.append(f"| {row['slide_id']} | {row['label']} | {row['predicted']} ({_fmt(p)}) | "
+                     f"{row['outcome']} | {reasons} |")
     return "\n".join(lines) + "\n"
 
 

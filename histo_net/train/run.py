@@ -18,7 +18,7 @@ from histo_net.config import build_config, to_yaml
 from histo_net.device import seed_everything, select_device
 from histo_net.errors import ConfigError
 from histo_net.features.tiles import default_workers
-from histo_net.io_utils import atomic_write_text
+from histo_net.io_utils import atomic_write_text, sha256_file
 from histo_net.models.bundle import ModelBundle, load_bundle
 from histo_net.train.config import TrainConfig
 from histo_net.train.context import RunContext
@@ -33,6 +33,7 @@ from histo_net.train.stages import (
     stage_tile_cnn,
     stage_tiles,
 )
+from histo_net.wsi.inputs import SlideSpec
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +114,60 @@ def config_from_bundle(bundle: ModelBundle) -> TrainConfig:
     return build_config(TrainConfig, data, source="bundle training_config")
 
 
+def overlapping_slides(bundle: ModelBundle, slides: list[SlideSpec]) -> dict[str, list[str]]:
+    """Slides the bundle trained or validated on: ``{"by_sha256": [...ids], "by_slide_id": [...]}``.
+
+    sha256 of the file bytes catches copies under other names; the slide id catches
+    re-exports of the same slide. Bundles written before this was recorded match nothing.
+    """
+    ids: set[str] = set()
+    hashes: set[str] = set()
+    for split in bundle.training_slides.values():
+        ids.update(split.get("slide_ids") or [])
+        hashes.update(h for h in split.get("sha256") or [] if h)
+    by_id = [s.slide_id for s in slides if s.slide_id in ids]
+    by_sha = []
+    if hashes:
+        for s in slides:
+            try:
+                if sha256_file(s.path) in hashes:
+                    by_sha.append(s.slide_id)
+            except OSError:
+                continue
+    return {"by_sha256": by_sha, "by_slide_id": by_id}
+
+
+def _check_overlap(bundle: ModelBundle, slides: list[SlideSpec], allow: bool) -> dict[str, object]:
+    found = overlapping_slides(bundle, slides)
+    both = sorted(set(found["by_sha256"]) | set(found["by_slide_id"]))
+    summary: dict[str, object] = {"overlapping_slides": len(both), "by_sha256": len(found["by_sha256"]),
+                                  "by_slide_id": len(found["by_slide_id"]), "allowed": bool(allow)}
+    if not both:
+        return summary
+    text = (f"{len(both)} of {len(slides)} slides were used to train or validate this model "
+            f"({len(found['by_sha256'])} by sha256, {len(found['by_slide_id'])} by slide id; "
+            f"e.g. {', '.join(both[:3])})")
+    if not allow:
+        raise ConfigError(f"{text}; evaluate on held-out slides, or pass --allow-overlap")
+    logger.warning("%s; included because of --allow-overlap: the figures are optimistic", text)
+    summary["slide_ids"] = both
+    return summary
+
+
 def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device: str = "auto",
-                    workers: int | None = None, progress: bool = False) -> EvalResult:
+                    workers: int | None = None, progress: bool = False,
+                    allow_overlap: bool = False) -> EvalResult:
     """Evaluate a bundle on a labelled manifest; writes metrics.json, report.md and plots.
 
-    Tiles go to ``out_dir/tiles`` and features to ``out_dir/features`` (cache keyed by the
-    bundle's encoder hash and the tiles). Slides are tiled with the bundle's tiling settings
-    and embedded with the same pass as ``predict``, so both make the same call.
+    Refuses (``ConfigError``) slides the model trained or validated on unless
+    ``allow_overlap``. Tiles go to ``out_dir/tiles`` and features to ``out_dir/features``
+    (cache keyed by the bundle's encoder hash and the tiles). Slides are tiled with the
+    bundle's tiling settings, embedded, checked and decided with the same steps as
+    ``predict``, so both make the same call.
     """
     bundle = load_bundle(Path(bundle_path))
     tm = validate_manifest(Path(manifest), bundle.class_names, require_two_classes=False)
+    overlap = _check_overlap(bundle, list(tm.slides), allow_overlap)
     cfg = config_from_bundle(bundle)
     dev = select_device(device)
     out_dir = Path(out_dir)
@@ -135,7 +180,7 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
     enc_hash = bundle.encoder_hash()
     embed_all(ctx, bundle.build_encoder(dev), enc_hash, {"encoder_name": bundle.encoder_name})
     embs = load_embeddings(ctx, enc_hash)
-    ev = eval_set(ctx, list(tm.slides), embs, bundle.build_mil(dev))
+    ev = eval_set(ctx, list(tm.slides), embs, bundle.build_mil(dev), bundle.domain_reference)
     result = compute_metrics(
         ev, class_names=list(bundle.class_names), tile_class_names=list(bundle.tile_class_names),
         positive_class=bundle.positive_class, temperature=bundle.temperature,
@@ -146,6 +191,8 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
                      positive_class=bundle.positive_class, temperature=bundle.temperature,
                      title=f"histo-net evaluation of {Path(bundle_path).name}",
                      extra={"manifest": str(Path(manifest).resolve()),
-                            "bundle": str(Path(bundle_path).resolve())},
+                            "bundle": str(Path(bundle_path).resolve()), "overlap": overlap,
+                            "calibration_slides": bundle.calibration.get("n_slides"),
+                            "model_warnings": list(bundle.guardrail_warnings)},
                      ece_bins=cfg.evaluation.ece_bins)
     return result

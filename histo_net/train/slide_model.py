@@ -1,5 +1,5 @@
-"""Stage 3: gated attention MIL over feature bags, calibration on validation, test metrics and
-the model bundle. Runs on rank 0 only.
+"""Stage 3: gated attention MIL over feature bags, calibration on held-out predictions, the
+slide checks, guardrails, test metrics and the model bundle. Runs on rank 0 only.
 """
 
 from __future__ import annotations
@@ -12,20 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from histo_net.calibration import (
-    calibrated_probs,
-    choose_indeterminate_band,
-    choose_threshold,
-    fit_temperature,
-)
+from histo_net.calibration import CalibrationFit, fit_calibration
 from histo_net.errors import ConfigError, HistoNetError
 from histo_net.features.embed import SlideEmbedding
+from histo_net.features.ood import (
+    DomainCheck,
+    DomainReference,
+    check_slide,
+    fit_domain_reference,
+    tile_area_mm2,
+    tumour_probability,
+)
 from histo_net.features.qc import QCReference, build_qc_reference
 from histo_net.features.store import FeaturesKey, read_features_attrs, read_features_h5
+from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from histo_net.models.card import write_model_card
+from histo_net.taxonomy import NON_TUMOUR
 from histo_net.train.context import RunContext, fingerprint, stage1_fingerprint
-from histo_net.train.evaluation import EvalSet, compute_metrics, write_evaluation
+from histo_net.train.crossfit import cross_fit_logits
+from histo_net.train.evaluation import EvalResult, EvalSet, compute_metrics, write_evaluation
 from histo_net.train.mil import predict_bags, train_mil
 from histo_net.train.stages import features_path
 from histo_net.wsi.inputs import SlideSpec
@@ -48,9 +54,22 @@ def load_embeddings(ctx: RunContext, enc_hash: str) -> dict[str, SlideEmbedding]
     return out
 
 
+def slide_area(ctx: RunContext) -> float:
+    """Tissue area (mm^2) one tile of this run's grid stands for."""
+    return tile_area_mm2(ctx.cfg.tiling.stride, ctx.cfg.tiling.target_mpp)
+
+
+def slide_checks(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbedding],
+                 reference: DomainReference | None) -> list[list[DomainCheck]]:
+    """Per slide, every check of ``reference`` (the same step as prediction)."""
+    return [check_slide(reference, embs[s.slide_id].features, embs[s.slide_id].tile_probs,
+                        embs[s.slide_id].qc, tile_class_names=ctx.tile_class_names,
+                        tile_area=slide_area(ctx))[1] for s in slides]
+
+
 def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbedding],
-             mil: torch.nn.Module) -> EvalSet:
-    """Whole-bag MIL predictions + tile outputs of ``slides`` (those with at least one tile)."""
+             mil: torch.nn.Module, reference: DomainReference | None = None) -> EvalSet:
+    """Whole-bag MIL predictions, tile outputs and slide checks of ``slides`` (with >= 1 tile)."""
     slides = [s for s in slides if len(embs[s.slide_id].features)]
     bags = [torch.from_numpy(embs[s.slide_id].features) for s in slides]
     logits, attention = predict_bags(mil, bags, device=ctx.device)
@@ -62,31 +81,126 @@ def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbe
         tile_probs=[embs[s.slide_id].tile_probs for s in slides],
         tile_labels=[ctx.tiles[s.slide_id].labels if ctx.tiles[s.slide_id].in_tumour is not None else None
                      for s in slides],
-        in_tumour=[ctx.tiles[s.slide_id].in_tumour for s in slides])
+        in_tumour=[ctx.tiles[s.slide_id].in_tumour for s in slides],
+        checks=slide_checks(ctx, slides, embs, reference) if reference is not None else None)
 
 
-def calibrate(ctx: RunContext, val: EvalSet) -> tuple[float, float, tuple[float, float]]:
-    """(temperature, threshold, indeterminate band) fitted on validation predictions."""
-    cal_cfg = ctx.cfg.calibration
-    temperature = (fit_temperature(val.logits, val.labels)
-                   if cal_cfg.temperature and len(set(val.labels.tolist())) >= 2 else 1.0)
-    if len(ctx.class_names) != 2:
-        return temperature, 0.5, (0.0, 0.5)
-    pos = ctx.class_names.index(ctx.positive_class)
-    probs = calibrated_probs(val.logits, temperature) if len(val.labels) else np.zeros((0, 2))
-    labels01 = (val.labels == pos).astype(int)
-    p = probs[:, pos] if len(probs) else np.zeros(0)
-    threshold = cal_cfg.threshold if cal_cfg.threshold is not None else choose_threshold(p, labels01)
-    band = choose_indeterminate_band(p, labels01, threshold, target_precision=cal_cfg.target_precision,
-                                     min_per_class=cal_cfg.min_per_class)
-    return float(temperature), float(threshold), (float(band[0]), float(band[1]))
+def calibration_method(ctx: RunContext) -> str:
+    """``validation`` or ``cross_fit`` (config ``calibration.method``; auto by validation size)."""
+    cal = ctx.cfg.calibration
+    if cal.method != "auto":
+        return cal.method
+    val = ctx.slides_in("val")
+    counts = [sum(1 for s in val if str(s.label) == name) for name in ctx.class_names]
+    return "validation" if min(counts) >= cal.min_per_class else "cross_fit"
+
+
+def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Module,
+              epochs: int) -> CalibrationFit:
+    """Temperature, threshold and band on held-out predictions (see :func:`calibration_method`).
+
+    ``cross_fit`` retrains the MIL head on k patient-grouped folds of train + validation for
+    ``epochs`` epochs and fits on the out-of-fold logits; ``validation`` uses ``mil`` on the
+    validation split; with no validation slides at all, the training slides (warned).
+    """
+    cal = ctx.cfg.calibration
+    method = calibration_method(ctx)
+    names = ctx.class_names
+    if method == "cross_fit":
+        pool = [s for s in ctx.slides_in("train") + ctx.slides_in("val") if len(embs[s.slide_id].features)]
+        mcfg = ctx.cfg.mil
+        logits = cross_fit_logits(
+            [torch.from_numpy(embs[s.slide_id].features) for s in pool],
+            [names.index(str(s.label)) for s in pool], [s.patient_id or s.slide_id for s in pool],
+            num_classes=len(names), folds=cal.folds, epochs=epochs, seed=ctx.cfg.seed, device=ctx.device,
+            mil_kwargs={"hidden_dim": mcfg.hidden_dim, "attn_dim": mcfg.attn_dim, "dropout": mcfg.dropout},
+            lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
+            class_weighted=mcfg.class_weights)
+        labels = np.asarray([names.index(str(s.label)) for s in pool], dtype=np.int64)
+    else:
+        slides = ctx.slides_in("val")
+        if not slides:
+            logger.warning("no validation slides: calibrating on the training slides")
+            method, slides = "training", ctx.slides_in("train")
+        ev = eval_set(ctx, slides, embs, mil)
+        logits, labels = ev.logits, ev.labels
+    return fit_calibration(logits, labels, class_names=names, positive_index=names.index(ctx.positive_class),
+                           method=method, target_error=1.0 - cal.target_precision,
+                           fixed_threshold=cal.threshold, fit_temperature_=cal.temperature,
+                           min_per_class=cal.min_per_class)
+
+
+def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCReference) -> DomainReference | None:
+    """The slide checks' limits, fitted on training + validation slides (training tiles in the bank).
+
+    The no-tumour limit rests on what tumour-free tissue scores: the mean P(tumour) over the
+    annotated non-tumour tiles of each annotated reference slide.
+    """
+    dcfg = ctx.cfg.domain
+    if not dcfg.enabled:
+        return None
+    slides = [s for s in ctx.slides_in("train") + ctx.slides_in("val") if len(embs[s.slide_id].features)]
+    names = ctx.tile_class_names
+    null = []
+    for s in slides:
+        tiles = ctx.tiles[s.slide_id]
+        p = tumour_probability(embs[s.slide_id].tile_probs, names)
+        if p is None or tiles.in_tumour is None:
+            continue
+        outside = tiles.labels == names.index(NON_TUMOUR)
+        if outside.any():
+            null.append(float(p[outside].mean()))
+    return fit_domain_reference(
+        [(embs[s.slide_id].features, embs[s.slide_id].tile_probs, embs[s.slide_id].qc) for s in slides],
+        tile_class_names=names, tile_area=slide_area(ctx), in_bank=[ctx.split_by_slide[s.slide_id] == "train" for s in slides],
+        null_tumour_shares=np.asarray(null) if null else None, alpha=dcfg.alpha,
+        alpha_tumour=dcfg.alpha_tumour, bank_size=dcfg.bank_size, knn_k=dcfg.knn_k,
+        blur_threshold=qc_ref.blur_threshold, seed=ctx.cfg.seed)
+
+
+def guardrail_warnings(ctx: RunContext, val: EvalResult | None, cal: CalibrationFit) -> list[str]:
+    """Loud warnings about this model (logged at WARNING; written into the bundle and card)."""
+    g = ctx.cfg.guardrails
+    out: list[str] = []
+    val_slides = ctx.slides_in("val")
+    missing = [n for n in ctx.class_names if not any(str(s.label) == n for s in val_slides)]
+    if not val_slides:
+        out.append("no validation slides: model selection and the validation figures are missing")
+    elif missing:
+        out.append(f"class(es) missing from validation: {', '.join(missing)}")
+    if val is not None and val.n_slides:
+        auc, bacc = val.slide_auroc, val.balanced_accuracy
+        if not np.isfinite(auc) or auc < g.min_val_auroc:
+            out.append(f"validation slide AUROC {auc:.3f} is below the floor {g.min_val_auroc:.2f}")
+        if not np.isfinite(bacc) or bacc < g.min_val_balanced_accuracy:
+            out.append(f"validation balanced accuracy {bacc:.3f} is below the floor "
+                       f"{g.min_val_balanced_accuracy:.2f}")
+    out.extend(cal.warnings)
+    for text in out:
+        logger.warning("MODEL WARNING: %s", text)
+    return out
+
+
+def _sha256_or_empty(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return ""
+
+
+def training_slides(ctx: RunContext) -> dict[str, dict[str, list[str]]]:
+    """Slide ids and sha256 of the training and validation slides (evaluate refuses them)."""
+    return {split: {"slide_ids": [s.slide_id for s in ctx.slides_in(split)],
+                    "sha256": [_sha256_or_empty(s.path) for s in ctx.slides_in(split)]}
+            for split in ("train", "val")}
 
 
 def mil_fingerprint(ctx: RunContext, enc_hash: str) -> str:
-    """Settings that determine the bundle: stage-1 settings, encoder, MIL, calibration, evaluation."""
+    """Settings that determine the bundle: stage-1 settings, encoder, MIL, calibration, checks."""
     cfg = ctx.cfg
     return fingerprint(stage1_fingerprint(ctx), enc_hash, cfg.mil.model_dump(mode="json"),
                        cfg.calibration.model_dump(mode="json"), cfg.evaluation.model_dump(mode="json"),
+                       cfg.guardrails.model_dump(mode="json"), cfg.domain.model_dump(mode="json"),
                        ctx.positive_class)
 
 
@@ -115,8 +229,32 @@ def _bags(ctx: RunContext, embs: dict[str, SlideEmbedding], split: str
             [ctx.class_names.index(str(s.label)) for s in chosen])
 
 
+def _metrics(ctx: RunContext, ev: EvalSet, cal: CalibrationFit) -> EvalResult:
+    ev_cfg = ctx.cfg.evaluation
+    return compute_metrics(
+        ev, class_names=ctx.class_names, tile_class_names=ctx.tile_class_names,
+        positive_class=ctx.positive_class, temperature=cal.temperature, threshold=cal.threshold,
+        band=cal.band, bootstrap_samples=ev_cfg.bootstrap_samples, ci_level=ev_cfg.ci_level,
+        ece_bins=ev_cfg.ece_bins, seed=ctx.cfg.seed)
+
+
+def validation_summary(val: EvalResult | None, test: EvalResult, cal: CalibrationFit) -> dict[str, Any]:
+    """The figures every report shows near the call."""
+    def fig(result: EvalResult | None, key: str) -> float | None:
+        value = getattr(result, key) if result is not None else None
+        return None if value is None or not np.isfinite(value) else float(value)
+
+    return {"validation_slides": 0 if val is None else val.n_slides,
+            "validation_auroc": fig(val, "slide_auroc"),
+            "validation_balanced_accuracy": fig(val, "balanced_accuracy"),
+            "test_slides": test.n_slides, "test_auroc": fig(test, "slide_auroc"),
+            "test_balanced_accuracy": fig(test, "balanced_accuracy"),
+            "calibration_slides": cal.n_slides, "calibration_method": cal.method,
+            "calibration_per_class": dict(cal.n_per_class)}
+
+
 def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resume: bool = False) -> Path:
-    """Train MIL, calibrate on validation, evaluate on test, write the bundle; returns its path."""
+    """Train MIL, calibrate, fit the slide checks, evaluate on test, write the bundle."""
     bundle_path = ctx.path(BUNDLE_NAME)
     if bundle_matches(ctx, enc_hash):
         logger.info("stage 3 (MIL): bundle matches the settings; skipped")
@@ -141,15 +279,15 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         epochs=mcfg.epochs, lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
         class_weighted=mcfg.class_weights, patience=mcfg.patience, seed=ctx.cfg.seed, device=ctx.device,
         checkpoint_path=last, resume=resume, log_csv=ctx.path("logs", "mil.csv"))
-    val_slides = ctx.slides_in("val") or ctx.slides_in("train")
-    temperature, threshold, band = calibrate(ctx, eval_set(ctx, val_slides, embs, mil))
-    test = eval_set(ctx, ctx.slides_in("test"), embs, mil)
-    ev_cfg = ctx.cfg.evaluation
-    result = compute_metrics(
-        test, class_names=names, tile_class_names=ctx.tile_class_names,
-        positive_class=ctx.positive_class, temperature=temperature, threshold=threshold, band=band,
-        bootstrap_samples=ev_cfg.bootstrap_samples, ci_level=ev_cfg.ci_level, ece_bins=ev_cfg.ece_bins,
-        seed=ctx.cfg.seed)
+    best_epoch = int(np.argmin([h.get("val_loss", np.inf) for h in history])) if history else 0
+    cal = calibrate(ctx, embs, mil, epochs=max(1, best_epoch + 1))
+    qc_ref = _train_qc(ctx, embs)
+    domain = fit_domain(ctx, embs, qc_ref)
+    val_slides = ctx.slides_in("val")
+    val_result = _metrics(ctx, eval_set(ctx, val_slides, embs, mil, domain), cal) if val_slides else None
+    test = eval_set(ctx, ctx.slides_in("test"), embs, mil, domain)
+    result = _metrics(ctx, test, cal)
+    warnings = guardrail_warnings(ctx, val_result, cal)
     stage1_hist = cnn_ckpt.get("history") or []
     run_info = {
         "split_sizes": {sp: len(ctx.slides_in(sp)) for sp in ("train", "val", "test")},
@@ -157,11 +295,12 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         "tile_cnn_final_train_loss": stage1_hist[-1]["train_loss"] if stage1_hist else None,
         "tile_cnn_seconds": cnn_ckpt.get("seconds"),
         "mil_epochs": len(history), "mil_final_train_loss": history[-1]["train_loss"] if history else None,
-        "mil_seconds": time.perf_counter() - t0,
+        "calibration_method": cal.method, "calibration_slides": cal.n_slides,
+        "mil_seconds": time.perf_counter() - t0, "warnings": warnings,
     }
     write_evaluation(ctx.out_dir, result, test, class_names=names, positive_class=ctx.positive_class,
-                     temperature=temperature, title="histo-net test-split evaluation", extra=run_info,
-                     ece_bins=ev_cfg.ece_bins)
+                     temperature=cal.temperature, title="histo-net test-split evaluation", extra=run_info,
+                     ece_bins=ctx.cfg.evaluation.ece_bins)
     training_config = ctx.cfg.model_dump(mode="json")
     training_config["fingerprint"] = fp
     training_config["data_summary"] = {
@@ -177,9 +316,11 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         encoder_kwargs=dict(kwargs), encoder_state=cnn_ckpt["state"],
         mil_kwargs=dict(mil.init_kwargs),
         mil_state={k: v.detach().cpu() for k, v in mil.state_dict().items()},
-        temperature=temperature, threshold=threshold, indeterminate_band=band,
+        temperature=cal.temperature, threshold=cal.threshold, indeterminate_band=cal.band,
         training_config=training_config, metrics=result.to_json(per_slide=False),
-        qc_reference=_train_qc(ctx, embs), versions=library_versions())
+        qc_reference=qc_ref, versions=library_versions(), calibration=cal.to_dict(),
+        domain_reference=domain, training_slides=training_slides(ctx), guardrail_warnings=warnings,
+        validation_summary=validation_summary(val_result, result, cal))
     save_bundle(bundle_path, bundle)
     write_model_card(ctx.path("model_card.md"), bundle)
     logger.info("stage 3 done: test slide AUROC %s", result.slide_auroc)

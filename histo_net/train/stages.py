@@ -96,7 +96,8 @@ def _loaders(ctx: RunContext) -> tuple[torch.utils.data.DataLoader, torch.utils.
     if not val_slides:
         logger.warning("no validation slides; validating the tile CNN on training slides")
         val_slides = train_slides
-    train_tf = AlbumentationsTransform(train_transform(size, stain_jitter=cnn.stain_jitter))
+    train_tf = AlbumentationsTransform(train_transform(size, stain_jitter=cnn.stain_jitter,
+                                                       augmentation=cnn.augmentation))
     train_tf.reseed(cfg.seed + ctx.rank)
     train_ds = MultiSlideTileDataset(_sources(ctx, train_slides), train_tf,
                                      cnn.max_tiles_per_slide, seed=cfg.seed)
@@ -121,7 +122,8 @@ def _loaders(ctx: RunContext) -> tuple[torch.utils.data.DataLoader, torch.utils.
 def encoder_ctor_kwargs(ctx: RunContext) -> dict[str, Any]:
     """``TileClassifier`` keyword arguments (without weights) for this run."""
     cnn = ctx.cfg.tile_cnn
-    return {"backbone": cnn.backbone, "num_classes": len(ctx.tile_class_names), "dropout": cnn.dropout}
+    return {"backbone": cnn.backbone, "num_classes": len(ctx.tile_class_names), "dropout": cnn.dropout,
+            "stain_normalization": cnn.stain_normalization}
 
 
 def stage1_outputs_match(ctx: RunContext) -> bool:

@@ -101,8 +101,8 @@ def test_failures_are_isolated_and_one_line(tmp_path: Path, capsys: pytest.Captu
     assert manifest[1]["error_type"] == "slide_open" and manifest[0]["input_sha256"] == "sha0"
     assert manifest[0]["bundle_sha256"] == "k1" and manifest[0]["finished_at"]
     rows = read_csv(out / "predictions.csv")
-    assert list(rows[0]) == ["slide_id", "path", "status", "label", "predicted_class",
-                             "prob_neuroendocrine", "prob_other_srct", "indeterminate",
+    assert list(rows[0]) == ["slide_id", "path", "status", "label", "outcome", "predicted_class",
+                             "prob_neuroendocrine", "prob_other_srct", "indeterminate", "reason",
                              "tile_count", "error"]
     assert rows[1]["status"] == "failed" and rows[1]["error"] and rows[1]["prob_neuroendocrine"] == ""
     assert float(rows[2]["prob_neuroendocrine"]) == pytest.approx(fake_probability("slide_02"), abs=1e-6)

@@ -59,3 +59,11 @@ def test_reference_round_trips_through_the_bundle_dict() -> None:
     ref = build_qc_reference(qc, np.repeat(np.arange(3), 2))
     assert QCReference.from_dict(ref.to_dict()) == ref
     assert QCReference.from_dict({}) is None and QCReference.from_dict(None) is None
+
+
+def test_dab_column_separates_brown_ihc_from_h_and_e() -> None:
+    he = _textured_tiles(4)  # pink/purple
+    brown = (torch.tensor([150.0, 95.0, 45.0]).view(1, 3, 1, 1) + he.float() * 0).to(torch.uint8).expand(4, 3, 64, 64)
+    dab = QC_FEATURE_NAMES.index("dab")
+    q_he, q_brown = tile_qc_features(he).numpy(), tile_qc_features(brown.contiguous()).numpy()
+    assert (q_brown[:, dab] > q_he[:, dab] + 0.2).all()

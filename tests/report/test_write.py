@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from histo_net.features.ood import DomainCheck
 from histo_net.report.html import render_report_html
 from histo_net.report.model import GalleryTile, SlideReport
 from histo_net.report.write import (
@@ -117,7 +118,9 @@ def test_attention_color_range_spreads_peaks_and_keeps_uniform_flat() -> None:
 
 
 def _html(report: SlideReport) -> str:
-    return render_report_html(report, _images(report.status, report.predicted_class))
+    """The report's HTML with the base64 image payloads blanked (so words are not found in them)."""
+    html = render_report_html(report, _images(report.status, report.predicted_class))
+    return re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "data:image/x;base64,", html)
 
 
 def test_html_self_contained_with_banner_and_context() -> None:
@@ -137,7 +140,8 @@ def test_html_self_contained_with_banner_and_context() -> None:
 
 def test_html_other_class_and_indeterminate_wording() -> None:
     other = _html(make_report(predicted="other_srct"))
-    assert "CD99" in other and "NKX2.2" in other and "CD45" in other and "CK20" in other
+    assert "CD99" in other and "NKX2.2" in other and "CD45" in other and "Desmin" in other
+    assert "CK20" not in other and "TTF-1" not in other  # Merkel and small-cell carcinoma are neuroendocrine
     indet = _html(make_report(status="indeterminate"))
     assert "Indeterminate \u2014 refer for immunohistochemistry" in indet
     assert "CD99" in indet and "Ki-67" in indet  # both work-ups when undecided
@@ -172,3 +176,54 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     top = shot[:20, :, :]
     assert ((top[..., 0] > 150) & (top[..., 1] < 80)).mean() > 0.5
     assert shot.std() > 20
+
+
+def _check(name: str, group: str, value: float, limit: float, kind: str, passed: bool) -> DomainCheck:
+    return DomainCheck(name=name, group=group, label=name.split(":")[0].replace("_", " "), value=value,
+                       limit=limit, kind=kind, passed=passed)
+
+
+def test_no_tumour_outcome_has_no_stain_panel_and_says_why() -> None:
+    report = make_report(status="no_tumour_detected", predicted=None)
+    report.outcome = "no_tumour_detected"
+    report.checks = [_check("tumour_share:min", "tumour", 0.004, 0.03, "min", False)]
+    report.qc["tumour_share"] = 0.004
+    html = " ".join(_html(report).split())
+    assert "No tumour detected" in html and "no stain panel" in html.lower()
+    for marker in ("Synaptophysin", "CD99", "CD45", "Ki-67"):
+        assert marker not in html, marker
+    assert "0.004 &lt; limit 0.03" in html and "0.4% of tiled" in html
+    data = build_report_json(report)
+    assert data["outcome"] == "no_tumour_detected" and data["predicted_class"] is None
+    assert data["failed_checks"] == ["tumour share 0.004 < limit 0.03"]
+    assert data["statement"].startswith("No tumour detected")
+
+
+def test_not_assessable_outcome_lists_the_failed_check_with_value_and_limit() -> None:
+    report = make_report(status="not_assessable", predicted=None)
+    report.outcome = "not_assessable"
+    report.checks = [_check("tissue_mm2:min", "image", 5.0, 1.0, "min", True),
+                     _check("stain_eosin:max", "image", 0.91, 0.42, "max", False)]
+    html = " ".join(_html(report).split())
+    assert "Not assessable" in html and "stain eosin 0.91 &gt; limit 0.42" in html
+    assert "FAILED" in html and "Synaptophysin" not in html and "CD99" not in html
+    data = build_report_json(report)
+    assert data["outcome"] == "not_assessable" and len(data["checks"]) == 2
+    assert data["checks"][1]["passed"] is False and data["checks"][1]["limit"] == 0.42
+
+
+def test_indeterminate_names_the_leaning_class_and_model_figures_are_near_the_call() -> None:
+    report = make_report(status="indeterminate")
+    report.outcome = "indeterminate"
+    report.model_figures = {"validation_slides": 12, "validation_auroc": 0.97,
+                            "validation_balanced_accuracy": 0.91, "test_slides": 10, "test_auroc": 0.95,
+                            "test_balanced_accuracy": 0.9}
+    report.calibration = {"n_slides": 40, "method": "cross_fit",
+                          "n_per_class": {"neuroendocrine": 20, "other_srct": 20}}
+    report.model_warnings = ["validation slide AUROC 0.610 is below the floor 0.80"]
+    html = _html(report)
+    result = " ".join(html[html.index('id="h-result"'):html.index('id="h-maps"')].split())
+    assert "Highest probability: neuroendocrine (52%)" in result
+    assert "validation AUROC 0.97" in result and "calibration on 40 slides" in result
+    assert "Model warning: validation slide AUROC 0.610" in result
+    assert "decision threshold 0.50" in result

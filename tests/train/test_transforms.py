@@ -94,3 +94,36 @@ def test_seed_worker_gives_workers_distinct_streams(monkeypatch: pytest.MonkeyPa
     a = train_transform(32, seed=3)(image=_he_tile(32))["image"]
     b = train_transform(32, seed=3)(image=_he_tile(32))["image"]
     assert np.array_equal(a, b)  # a seeded preset is reproducible
+
+
+def test_stain_vector_jitter_changes_hue_and_keeps_glass_white() -> None:
+    from histo_net.train.transforms import StainVectorJitter
+
+    tile = _he_tile()
+    outs = [StainVectorJitter(vector_sigma=0.12, gain_sigma=0.3, p=1.0)(image=tile)["image"] for _ in range(6)]
+    assert all(o.dtype == np.uint8 and o.shape == tile.shape for o in outs)
+    nuclei = np.stack([o[: 24, : 24].reshape(-1, 3).mean(0) for o in outs])
+    assert nuclei.std(axis=0).max() > 5  # stain colour varies between draws
+    white = np.full((8, 8, 3), 255, np.uint8)
+    assert StainVectorJitter(p=1.0)(image=white)["image"].min() >= 250  # no stain stays glass
+
+
+def test_grey_world_balances_a_colour_cast() -> None:
+    from histo_net.train.transforms import RandomGreyWorld
+
+    cast = np.zeros((8, 8, 3), np.uint8) + np.array([200, 120, 160], np.uint8)
+    out = RandomGreyWorld(strength=(1.0, 1.0), p=1.0)(image=cast)["image"].reshape(-1, 3).mean(0)
+    assert np.ptp(out) < 0.2 * np.ptp(cast.reshape(-1, 3).mean(0))
+
+
+def test_strong_preset_varies_colour_more_than_basic() -> None:
+    tile = _he_tile(32)
+
+    def spread(preset: str) -> float:
+        tf = train_transform(32, augmentation=preset, seed=3)
+        means = np.stack([tf(image=tile)["image"].reshape(-1, 3).mean(0) for _ in range(40)])
+        return float(means.std(axis=0).mean())
+
+    assert spread("strong") > 1.3 * spread("basic")
+    with pytest.raises(ValueError):
+        train_transform(32, augmentation="extreme")

@@ -1,0 +1,354 @@
+"""Slide checks against the training cohort: domain (not assessable) and tumour burden.
+
+From one encoder pass (:class:`~histo_net.features.embed.SlideEmbedding`) each slide gets
+:class:`SlideStats`: tiled tissue area, sharpness, stain descriptors, the kNN distance of
+its tile embeddings to a bank of training tiles, and its tumour burden. A
+:class:`DomainReference` fitted on training (and validation) slides holds one limit per
+statistic, each a normal prediction bound (:func:`histo_net.calibration.prediction_limit`)
+so that about ``alpha`` of in-distribution slides fail; :func:`assess_slide` compares.
+
+Check groups (they decide the outcome in :mod:`histo_net.predict.decision`):
+``image`` (tissue, sharpness, stain) -> not assessable; ``tumour`` (burden) -> no tumour
+detected; ``embedding`` (kNN distance) -> not assessable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from histo_net.calibration import Limit, prediction_limit
+from histo_net.features.qc import QC_FEATURE_NAMES
+from histo_net.taxonomy import NON_TUMOUR
+
+IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
+#: stain descriptors (QC columns, slide median over tiles) checked two-sided
+STAIN_DESCRIPTORS: tuple[str, ...] = ("od_r", "od_g", "od_b", "haematoxylin", "eosin", "dab")
+#: sharpness = this percentile of the tiles' log10 Laplacian variance (low = blurred slide)
+SHARPNESS_PERCENTILE = 25.0
+#: reference slides are scored on this many random tiles (see :func:`fit_domain_reference`)
+SCORE_TILES = 32
+LABELS = {
+    "tissue_mm2": "tiled tissue area (mm\u00b2)",
+    "sharpness": f"sharpness (log10 Laplacian variance, {SHARPNESS_PERCENTILE:.0f}th percentile of tiles)",
+    "embedding_distance": "tile-embedding distance to the training tiles (median kNN cosine distance)",
+    "tumour_share": "tumour burden (probability-weighted share of tiles the tile CNN calls tumour)",
+    **{f"stain_{name}": f"stain: median {name} optical density" for name in STAIN_DESCRIPTORS},
+}
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """One slide check: value vs limit. ``kind`` "min": fails below; "max": fails above."""
+
+    name: str
+    group: str
+    label: str
+    value: float
+    limit: float
+    kind: str
+    passed: bool
+
+    @property
+    def operator(self) -> str:
+        """How value and limit compare: ``<``/``>`` when failed, ``>=``/``<=`` when passed."""
+        if self.passed:
+            return ">=" if self.kind == "min" else "<="
+        return "<" if self.kind == "min" else ">"
+
+    def describe(self) -> str:
+        """One line, e.g. ``tiled tissue area (mm²) 0.31 < limit 1.2``."""
+        return f"{self.label} {self.value:.3g} {self.operator} limit {self.limit:.3g}"
+
+    def short(self) -> str:
+        """Compact form for tables and CSV, e.g. ``tissue_mm2 0.31 < 1.2``."""
+        return f"{self.name.split(':')[0]} {self.value:.3g} {self.operator} {self.limit:.3g}"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (with the one-line description)."""
+        return {**asdict(self), "description": self.describe()}
+
+
+@dataclass
+class SlideStats:
+    """Per-slide statistics the checks compare (NaN / None where not computable)."""
+
+    n_tiles: int
+    tissue_mm2: float
+    sharpness: float
+    blurred_fraction: float
+    stain: dict[str, float]
+    tumour_share: float | None
+    tumour_area_mm2: float | None
+    embedding_distance: float | None = None
+
+    def values(self) -> dict[str, float | None]:
+        """Check name -> value."""
+        out: dict[str, float | None] = {"tissue_mm2": self.tissue_mm2, "sharpness": self.sharpness}
+        out.update({f"stain_{k}": v for k, v in self.stain.items()})
+        out["embedding_distance"] = self.embedding_distance
+        out["tumour_share"] = self.tumour_share
+        return out
+
+
+def _group(name: str) -> str:
+    return EMBEDDING if name == "embedding_distance" else TUMOUR if name == "tumour_share" else IMAGE
+
+
+def tumour_probability(tile_probs: npt.ArrayLike, tile_class_names: Sequence[str]) -> np.ndarray | None:
+    """(N,) P(tumour) = 1 - P(non_tumour) per tile; None when the tile CNN has no such class."""
+    if NON_TUMOUR not in tile_class_names:
+        return None
+    probs = np.asarray(tile_probs, dtype=np.float64).reshape(-1, len(tile_class_names))
+    return 1.0 - probs[:, list(tile_class_names).index(NON_TUMOUR)]
+
+
+def normalise_rows(x: npt.ArrayLike) -> np.ndarray:
+    """(N,D) float32 rows scaled to unit L2 norm (zero rows stay zero)."""
+    a = np.asarray(x, dtype=np.float32)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)
+
+
+def knn_distance(features: npt.ArrayLike, bank: npt.ArrayLike, k: int,
+                 exclude: npt.ArrayLike | None = None, batch: int = 1024) -> np.ndarray:
+    """(N,) mean cosine distance of each row of ``features`` to its ``k`` nearest bank rows.
+
+    ``bank`` (M,D) unit rows; ``exclude`` (N,M) bool or None: bank rows not to use per row
+    (leave-one-slide-out for reference slides).
+    """
+    f = normalise_rows(features)
+    b = np.asarray(bank, dtype=np.float32)
+    out = np.empty(len(f), np.float64)
+    k = max(1, min(int(k), len(b)))
+    for s in range(0, len(f), batch):
+        sim = f[s:s + batch] @ b.T  # (n,M) cosine similarity
+        if exclude is not None:
+            sim = np.where(np.asarray(exclude)[s:s + batch], -np.inf, sim)
+        top = -np.partition(-sim, k - 1, axis=1)[:, :k]  # (n,k) largest similarities
+        out[s:s + batch] = np.mean(1.0 - top, axis=1)
+    return out
+
+
+def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.ArrayLike, *,
+                tile_class_names: Sequence[str], tile_area_mm2: float, blur_threshold: float | None,
+                qc_names: Sequence[str] = QC_FEATURE_NAMES) -> SlideStats:
+    """Statistics of one slide from its (N,D) embeddings, (N,Ct) tile probabilities, (N,K) QC.
+
+    ``tile_area_mm2``: tissue area one tile stands for (stride squared, at target mpp);
+    ``blur_threshold``: Laplacian variance below which a tile counts as blurred.
+    The embedding distance is filled in by :meth:`DomainReference.embedding_distance`.
+    """
+    qc = np.asarray(qc, dtype=np.float64)
+    n = len(np.asarray(features))
+    names = list(qc_names)
+    col = {name: names.index(name) for name in names} if qc.ndim == 2 and qc.shape[1] == len(names) else {}
+    nan = float("nan")
+    sharp, blurred = nan, nan
+    if "blur_laplacian_var" in col and n:
+        lap = qc[:, col["blur_laplacian_var"]]
+        sharp = float(np.percentile(np.log10(np.maximum(lap, 1e-3)), SHARPNESS_PERCENTILE))
+        blurred = float(np.mean(lap < blur_threshold)) if blur_threshold is not None else nan
+    stain = {name: float(np.median(qc[:, col[name]])) if name in col and n else nan
+             for name in STAIN_DESCRIPTORS}
+    p_tumour = tumour_probability(tile_probs, tile_class_names)
+    share = float(np.mean(p_tumour)) if p_tumour is not None and n else None
+    area = float(np.sum(p_tumour)) * tile_area_mm2 if p_tumour is not None else None
+    return SlideStats(n_tiles=n, tissue_mm2=n * float(tile_area_mm2), sharpness=sharp,
+                      blurred_fraction=blurred, stain=stain, tumour_share=share, tumour_area_mm2=area)
+
+
+@dataclass
+class DomainReference:
+    """Limits per statistic and the kNN bank of training tile embeddings (stored in the bundle).
+
+    ``bank`` (M,D) float16 unit rows; ``alpha`` the target share of in-distribution slides
+    failing a group of checks; ``fitted_on`` how many slides each limit rests on.
+    """
+
+    limits: dict[str, Limit]
+    bank: np.ndarray
+    knn_k: int
+    alpha: float
+    blur_threshold: float | None
+    fitted_on: dict[str, int] = field(default_factory=dict)
+    in_sample_flag_rate: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    def embedding_distance(self, features: npt.ArrayLike) -> float | None:
+        """Median over tiles of the kNN cosine distance to the bank; None without a bank."""
+        if len(self.bank) == 0 or len(np.asarray(features)) == 0:
+            return None
+        return float(np.median(knn_distance(features, self.bank.astype(np.float32), self.knn_k)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the weights-only bundle (the bank as a float16 tensor)."""
+        import torch  # deferred: keeps this module numpy-only for the checks themselves
+
+        return {"limits": {k: v.to_dict() for k, v in self.limits.items()},
+                "bank": torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float16)),
+                "knn_k": int(self.knn_k), "alpha": float(self.alpha),
+                "blur_threshold": self.blur_threshold, "fitted_on": dict(self.fitted_on),
+                "in_sample_flag_rate": dict(self.in_sample_flag_rate),
+                "diagnostics": dict(self.diagnostics)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DomainReference | None:
+        """Inverse of :meth:`to_dict`; None for an empty or missing reference."""
+        if not data:
+            return None
+        bank = data.get("bank")
+        bank_np = (bank.detach().cpu().numpy() if hasattr(bank, "detach") else np.asarray(bank))
+        return cls(limits={str(k): Limit.from_dict(v) for k, v in data["limits"].items()},
+                   bank=bank_np.astype(np.float16).reshape(len(bank_np), -1) if len(bank_np) else
+                   np.zeros((0, 0), np.float16),
+                   knn_k=int(data.get("knn_k", 5)), alpha=float(data.get("alpha", 0.03)),
+                   blur_threshold=None if data.get("blur_threshold") is None else float(data["blur_threshold"]),
+                   fitted_on={str(k): int(v) for k, v in (data.get("fitted_on") or {}).items()},
+                   in_sample_flag_rate={str(k): float(v) for k, v in
+                                        (data.get("in_sample_flag_rate") or {}).items()},
+                   diagnostics={str(k): float(v) for k, v in (data.get("diagnostics") or {}).items()})
+
+
+def assess_slide(stats: SlideStats, reference: DomainReference | None) -> list[DomainCheck]:
+    """Every check the reference has a limit for, in a fixed order (image, tumour, embedding)."""
+    if reference is None:
+        return []
+    checks = []
+    values = stats.values()
+    for key, limit in reference.limits.items():
+        name = key.split(":")[0]
+        value = values.get(name)
+        if value is None or not math.isfinite(float(value)) or not math.isfinite(limit.limit):
+            continue
+        checks.append(DomainCheck(name=key, group=_group(name), label=LABELS.get(name, name),
+                                  value=float(value), limit=float(limit.limit), kind=limit.kind,
+                                  passed=limit.passes(float(value))))
+    order = {IMAGE: 0, TUMOUR: 1, EMBEDDING: 2}
+    return sorted(checks, key=lambda c: order[c.group])
+
+
+def group_passed(checks: Sequence[DomainCheck], group: str) -> bool:
+    """True when every check of ``group`` passed (or none ran)."""
+    return all(c.passed for c in checks if c.group == group)
+
+
+def _bank(features: Sequence[np.ndarray], owners: Sequence[int], size: int, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(M,D) unit rows sampled evenly from the bank slides and (M,) owner slide index per row."""
+    per = max(1, math.ceil(size / max(1, len(owners))))
+    rows, owner = [], []
+    for i in owners:
+        f = np.asarray(features[i], dtype=np.float32)
+        take = rng.choice(len(f), size=min(per, len(f)), replace=False) if len(f) else np.zeros(0, int)
+        rows.append(normalise_rows(f[np.sort(take)]))
+        owner.append(np.full(len(take), i))
+    if not rows:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(owner).astype(np.int64)
+
+
+def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
+                         tile_class_names: Sequence[str], tile_area: float, in_bank: Sequence[bool],
+                         null_tumour_shares: npt.ArrayLike | None, alpha: float = 0.03,
+                         alpha_tumour: float = 0.01, bank_size: int = 2048, knn_k: int = 5,
+                         blur_threshold: float | None = None, score_tiles: int = SCORE_TILES,
+                         seed: int = 0) -> DomainReference:
+    """Fit every limit on the reference slides (training + validation).
+
+    Args:
+        slides: per reference slide, (N_i,D) embeddings, (N_i,Ct) tile probabilities, (N_i,K) QC.
+        tile_class_names, tile_area: as in :func:`slide_stats`.
+        in_bank: per slide, True when its tiles go into the kNN bank (training slides; they
+            are scored leave-one-slide-out), False for slides only scored (validation).
+        null_tumour_shares: per annotated slide, the mean P(tumour) over its non-tumour
+            tiles (what tumour-free tissue scores); None: the no-tumour limit is the lower
+            prediction bound of the slides' own tumour shares instead.
+        alpha: share of in-distribution slides allowed to fail the image and embedding
+            checks together (Bonferroni over their one-sided tails).
+        alpha_tumour: the same for the tumour-burden check.
+        score_tiles: sharpness, stain and embedding distance of a reference slide are measured
+            on a random ``score_tiles`` of its tiles, so the limits include the sampling noise
+            of a slide that small (slides with more tiles are measured more precisely).
+    """
+    rng = np.random.default_rng(seed)
+    owners = [i for i, b in enumerate(in_bank) if b]
+    features = [np.asarray(f, dtype=np.float32) for f, _, _ in slides]
+    bank, owner = _bank(features, owners, bank_size, rng)
+    stats, dist = [], np.full(len(slides), np.nan)
+    for i, (f, p, q) in enumerate(slides):
+        full = slide_stats(f, p, q, tile_class_names=tile_class_names, tile_area_mm2=tile_area,
+                           blur_threshold=blur_threshold)
+        pick = np.sort(rng.choice(len(f), size=min(score_tiles, len(f)), replace=False)) if len(f) else []
+        sub = slide_stats(features[i][pick], np.asarray(p)[pick], np.asarray(q)[pick],
+                          tile_class_names=tile_class_names, tile_area_mm2=tile_area,
+                          blur_threshold=blur_threshold)
+        full.sharpness, full.stain = sub.sharpness, sub.stain
+        if len(pick) and len(bank):
+            exclude = np.broadcast_to(owner[None, :] == i, (len(pick), len(bank)))
+            dist[i] = float(np.median(knn_distance(features[i][pick], bank, knn_k, exclude=exclude)))
+            full.embedding_distance = float(dist[i])
+        stats.append(full)
+    tails = 2 + 2 * len(STAIN_DESCRIPTORS) + 1
+    a = alpha / tails
+    col = {k: np.array([np.nan if v is None else float(v) for v in (s.values()[k] for s in stats)])
+           for k in stats[0].values()} if stats else {}
+    limits: dict[str, Limit] = {}
+    if col:
+        limits["tissue_mm2:min"] = prediction_limit(col["tissue_mm2"], alpha=a, kind="min", transform="log",
+                                                    min_scale=0.01)
+        limits["sharpness:min"] = prediction_limit(col["sharpness"], alpha=a, kind="min", min_scale=0.01)
+        for name in STAIN_DESCRIPTORS:
+            # optical densities are positive (log scale); deconvolved concentrations take either sign
+            transform = "log" if name.startswith("od_") else "none"
+            for kind in ("min", "max"):
+                limits[f"stain_{name}:{kind}"] = prediction_limit(
+                    col[f"stain_{name}"], alpha=a, kind=kind, transform=transform, min_scale=0.01)
+        limits["embedding_distance:max"] = prediction_limit(col["embedding_distance"], alpha=a, kind="max",
+                                                            transform="log", min_scale=0.01)
+    null = None if null_tumour_shares is None else np.asarray(null_tumour_shares, dtype=np.float64)
+    if null is not None and np.isfinite(null).sum() >= 2:
+        upper = prediction_limit(null, alpha=alpha_tumour, kind="max", transform="logit")
+        limits["tumour_share:min"] = Limit(upper.limit, "min", "logit", upper.n, alpha_tumour)
+    elif col and np.isfinite(col["tumour_share"]).sum() >= 2:
+        limits["tumour_share:min"] = prediction_limit(col["tumour_share"], alpha=alpha_tumour, kind="min",
+                                                      transform="logit")
+    reference = DomainReference(limits=limits, bank=bank.astype(np.float16), knn_k=knn_k, alpha=alpha,
+                                blur_threshold=blur_threshold,
+                                fitted_on={"slides": len(stats), "bank_slides": len(owners),
+                                           "bank_tiles": len(bank),
+                                           "null_slides": 0 if null is None else int(np.isfinite(null).sum())})
+    checks = [assess_slide(s, reference) for s in stats]
+    for group in (IMAGE, TUMOUR, EMBEDDING):
+        failed = [not group_passed(c, group) for c in checks]
+        reference.in_sample_flag_rate[group] = float(np.mean(failed)) if failed else 0.0
+    bank_mask = np.asarray(in_bank, dtype=bool)
+    for name, mask in (("embedding_distance_median_bank_slides_loo", bank_mask),
+                       ("embedding_distance_median_other_slides", ~bank_mask)):
+        vals = dist[mask & np.isfinite(dist)] if len(dist) else np.zeros(0)
+        if len(vals):
+            reference.diagnostics[name] = float(np.median(vals))
+    if null is not None and np.isfinite(null).any():
+        reference.diagnostics["null_tumour_share_median"] = float(np.nanmedian(null))
+    return reference
+
+
+def tile_area_mm2(stride_px: int, target_mpp: float) -> float:
+    """Tissue area one grid tile stands for: (stride x mpp)^2 in mm^2."""
+    return (float(stride_px) * float(target_mpp) / 1000.0) ** 2
+
+
+def check_slide(reference: DomainReference | None, features: npt.ArrayLike, tile_probs: npt.ArrayLike,
+                qc: npt.ArrayLike, *, tile_class_names: Sequence[str], tile_area: float
+                ) -> tuple[SlideStats, list[DomainCheck]]:
+    """The ONE slide-check step (prediction and evaluation): statistics, then every check."""
+    stats = slide_stats(features, tile_probs, qc, tile_class_names=tile_class_names,
+                        tile_area_mm2=tile_area,
+                        blur_threshold=None if reference is None else reference.blur_threshold)
+    if reference is not None:
+        stats.embedding_distance = reference.embedding_distance(features)
+    return stats, assess_slide(stats, reference)
