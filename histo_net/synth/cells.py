@@ -1,4 +1,5 @@
-"""Jittered-lattice cells: one candidate nucleus per lattice cell, evaluated per pixel.
+"""Jittered-lattice cells: one candidate nucleus per lattice cell, evaluated per pixel;
+and large-scale Voronoi cells (nests, rosettes, vessels) evaluated at arbitrary points.
 
 A cell's centre and attributes are hashed from (seed, cell index), so any tile can
 render the nuclei of neighbouring cells too: nuclei crossing tile borders stay whole.
@@ -133,3 +134,78 @@ def nucleus_profile(rho: np.ndarray, edge: float = 0.12, rim: float = 0.25) -> n
     inside = np.clip((1.0 - rho) / edge + 0.5, 0.0, 1.0)
     membrane = 1.0 + rim * np.exp(-((rho - 0.9) / 0.1) ** 2)
     return (inside * membrane).astype(np.float32)
+
+
+def lattice_centre(ix: np.ndarray, iy: np.ndarray, spacing: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Jittered centre (um) of lattice cell (ix, iy): a pure function of seed and cell."""
+    cx = (ix + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 1) - 0.5)) * spacing
+    cy = (iy + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 2) - 0.5)) * spacing
+    return cx, cy
+
+
+def _keep_two_nearest(x: np.ndarray, y: np.ndarray, cx: np.ndarray | float, cy: np.ndarray | float,
+                      d1: np.ndarray, d2: np.ndarray, ox_c: np.ndarray, oy_c: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold candidate centre(s) (cx, cy) into the running nearest / second-nearest distances."""
+    d = np.hypot(x - cx, y - cy)
+    closer = d < d1
+    d2 = np.where(closer, d1, np.minimum(d2, d))
+    d1 = np.where(closer, d, d1)
+    return d1, d2, np.where(closer, cx, ox_c), np.where(closer, cy, oy_c)
+
+
+def voronoi_points(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Large-scale Voronoi at points x, y (um, same shape): d1, d2 (um), owner centre x, y.
+
+    Candidate centres are those of the lattice cells around the points' bounding box,
+    so the cost is (number of points) x (a few candidates) whatever the coordinates;
+    scattered points fall back to each point's 3x3 lattice neighbourhood.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ix = np.arange(int(np.floor(x.min() / spacing)) - 1, int(np.floor(x.max() / spacing)) + 2)
+    iy = np.arange(int(np.floor(y.min() / spacing)) - 1, int(np.floor(y.max() / spacing)) + 2)
+    d1 = np.full(x.shape, np.inf)
+    d2 = np.full(x.shape, np.inf)
+    ox_c, oy_c = np.zeros(x.shape), np.zeros(x.shape)
+    if len(ix) * len(iy) > 64:
+        gx, gy = np.floor(x / spacing).astype(np.int64), np.floor(y / spacing).astype(np.int64)
+        for oy, ox in _OFFSETS:
+            cx, cy = lattice_centre(gx + ox, gy + oy, spacing, seed)
+            d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
+        return d1, d2, ox_c, oy_c
+    iyy, ixx = np.meshgrid(iy, ix, indexing="ij")
+    cxs, cys = (c.ravel() for c in lattice_centre(ixx, iyy, spacing, seed))
+    for cx, cy in zip(cxs, cys):
+        d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
+    return d1, d2, ox_c, oy_c
+
+
+class CoarseGrid:
+    """Every ``step``-th point of a uniform pixel grid (plus a margin), with bilinear
+    upsampling back to the full grid: for smooth quantities (distances, noise) that are
+    expensive per pixel. ``x, y``: (ny, nx) um coordinates of the coarse points."""
+
+    def __init__(self, xs_um: np.ndarray, ys_um: np.ndarray, step: int = 3) -> None:
+        xs_um, ys_um = np.asarray(xs_um, np.float64), np.asarray(ys_um, np.float64)
+        dx = float(xs_um[1] - xs_um[0]) if len(xs_um) > 1 else 1.0
+        cx = xs_um[0] + np.arange(-(-len(xs_um) // step) + 2) * dx * step
+        cy = ys_um[0] + np.arange(-(-len(ys_um) // step) + 2) * dx * step
+        self.x, self.y = np.meshgrid(cx, cy)
+        self._iy, self._fy = self._axis(ys_um, cy)
+        self._ix, self._fx = self._axis(xs_um, cx)
+
+    @staticmethod
+    def _axis(fine: np.ndarray, coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.clip((fine - coarse[0]) / (coarse[1] - coarse[0]), 0, len(coarse) - 1.000001)
+        i0 = np.floor(pos).astype(np.int64)
+        return i0, pos - i0
+
+    def up(self, v: np.ndarray) -> np.ndarray:
+        """Bilinear interpolation of coarse values ``v`` (ny, nx) onto the full (H, W) grid."""
+        iy, ix = self._iy, self._ix
+        fx, fy = self._fx[None, :], self._fy[:, None]
+        top = v[iy][:, ix] * (1 - fx) + v[iy][:, ix + 1] * fx
+        bot = v[iy + 1][:, ix] * (1 - fx) + v[iy + 1][:, ix + 1] * fx
+        return top * (1 - fy) + bot * fy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.path import Path as MplPath
@@ -12,22 +11,12 @@ from scipy.ndimage import gaussian_filter
 
 from histo_net.synth.background import render_background
 from histo_net.synth.layout import SlideLayout, sample_grid, sample_points
-from histo_net.synth.morphology import TumourStyle, render_tumour
+from histo_net.synth.morphology import TumourStyle, apply_tone, render_tumour
 from histo_net.synth.noise import hash_uniform
+from histo_net.synth.spec import SlideSpec
 from histo_net.synth.stain import StainParams, concentrations_to_rgb
 
-_MARGIN_PX = 4
-
-
-@dataclass(frozen=True)
-class SlideSpec:
-    """Everything needed to render any region of one slide deterministically."""
-
-    seed: int
-    layout: SlideLayout
-    style: TumourStyle
-    stain: StainParams
-    fibre_angle: float
+_MARGIN_PX = 6
 
 
 def render_region(spec: SlideSpec, x0: int, y0: int, w_px: int, h_px: int, downsample: float
@@ -78,7 +67,7 @@ def render_region(spec: SlideSpec, x0: int, y0: int, w_px: int, h_px: int, downs
         h = np.where(in_tissue, hb, 0)
         e = np.where(in_tissue, eb, 0)
         if in_tumour_px.any():
-            ht, et, hn, alpha = render_tumour(spec.style, xs, ys, in_tumour)
+            ht, et, hn, alpha = apply_tone(render_tumour(spec.style, xs, ys, in_tumour), spec.style.tone)
             h = np.where(in_tumour_px, ht, h)
             e = np.where(in_tumour_px, et, e)
             h = np.maximum(h, hn)
@@ -109,12 +98,12 @@ def make_tile_fn(spec: SlideSpec, tile_px: int, render_downsample: int
     return tile
 
 
-def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_px: int = 224,
+def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_px: int = 128,
                 downsample: float = 2.0, mpp: float = 0.25) -> np.ndarray:
     """A tile (size_px, size_px, 3) uint8 entirely inside tumour, rendered like a slide would be.
 
     Uses a layout that is tumour everywhere, so tests and calibration can sample
-    tumour-region tiles of any pattern without writing a slide.
+    tumour-region tiles of any subtype without writing a slide.
     """
     extent = int(x0 + y0 + 4 * size_px * downsample) + 64
     n = extent // 16 + 2
@@ -122,5 +111,5 @@ def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_p
     zeros = np.zeros((n, n), np.float32)
     lay = SlideLayout(n * 16, n * 16, mpp, 16, np.zeros((0, 2)), (), ones, ones, zeros, zeros,
                       zeros + 0.05)
-    spec = SlideSpec(style.seed, lay, style, stain, 0.0)
+    spec = SlideSpec(style.seed, lay, style, stain, 0.0, 90, style.subtype)
     return render_region(spec, x0, y0, size_px, size_px, downsample)
