@@ -39,6 +39,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, laplace
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from histo_net.config import TilingConfig
+from histo_net.features.embed import read_features_h5
+from histo_net.metrics import auroc, bootstrap_ci
+from histo_net.wsi.slide import open_slide
+from histo_net.wsi.tiling import tile_slide
 
 TILE_PX = 128
 TARGET_MPP = 0.5
@@ -120,10 +130,6 @@ def _rows(manifest: Path) -> list[dict[str, str]]:
 
 def tumour_tiles(row: dict[str, str], base: Path, cap: int, seed: int) -> list[np.ndarray]:
     """Up to ``cap`` tiles (128 px at 0.5 um/px, the training grid) wholly inside the tumour mask."""
-    from histo_net.config import TilingConfig
-    from histo_net.wsi.slide import open_slide
-    from histo_net.wsi.tiling import tile_slide
-
     mask = np.asarray(Image.open(base / row["mask"])) > 127
     ds = int(row["mask_downsample"])
     with open_slide(base / row["path"]) as slide:
@@ -169,18 +175,13 @@ def load_cohort(manifest: Path, cap: int, seed: int) -> Cohort:
 
 
 # ------------------------------------------------------------------ models
-def _model():  # type: ignore[no-untyped-def]  # sklearn Pipeline
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def _model() -> Pipeline:
+    """Standardised logistic regression."""
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
 
 
 def _cv_proba(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Out-of-fold class probabilities (N, C) with folds grouped by patient."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     n_groups = len(set(groups.tolist()))
     folds = max(2, min(folds, n_groups, int(np.bincount(y).min()) if len(y) else 2))
     out = np.zeros((len(y), int(y.max()) + 1))
@@ -215,8 +216,6 @@ class Score:
 
 
 def _auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
-    from histo_net.metrics import auroc, bootstrap_ci
-
     ok = np.isfinite(s) if s.ndim == 1 else np.isfinite(s).all(1)
     auc = auroc(y[ok], s[ok])
     ci = bootstrap_ci(auroc, y[ok], s[ok], n_boot=n_boot, seed=seed) if n_boot > 0 else (np.nan, np.nan)
@@ -231,8 +230,6 @@ def evaluate_via_subtype(train: Cohort, test: Cohort | None, n_boot: int, seed: 
                          positive_label: str = "neuroendocrine") -> Score:
     """(e'): all features -> multinomial subtype fit -> label score = summed probability of the
     subtypes whose slides carry ``positive_label`` in ``train``."""
-    from histo_net.metrics import auroc
-
     subtypes = sorted(set(train.subtypes) - {""})
     target = test or train
     score = Score(n_slides=len(target.slide_ids), n_tiles=len(target.tile_slide))
@@ -263,8 +260,6 @@ def evaluate_via_subtype(train: Cohort, test: Cohort | None, n_boot: int, seed: 
 
 def evaluate_tiles(train: Cohort, test: Cohort | None, name: str, n_boot: int, seed: int) -> Score:
     """CV on ``train`` (``test`` None) or fit on ``train`` and score ``test``, for feature set ``name``."""
-    from histo_net.metrics import auroc
-
     labels = sorted(set(train.labels))
     subtypes = sorted(set(train.subtypes) - {""})
     target = test or train
@@ -299,8 +294,6 @@ def evaluate_tiles(train: Cohort, test: Cohort | None, name: str, n_boot: int, s
 
 
 def _mean_embeddings(folder: Path, cohort: Cohort) -> np.ndarray:
-    from histo_net.features.embed import read_features_h5
-
     out = []
     for sid in cohort.slide_ids:
         emb, _, _ = read_features_h5(folder / "features" / f"{sid}.h5")
@@ -311,8 +304,6 @@ def _mean_embeddings(folder: Path, cohort: Cohort) -> np.ndarray:
 def evaluate_meanpool(train: Cohort, run_dir: Path, test: Cohort | None, eval_dir: Path | None,
                       n_boot: int, seed: int) -> Score:
     """(f): logistic regression on per-slide mean embeddings (CV on train, or train -> eval)."""
-    from histo_net.metrics import auroc
-
     labels = sorted(set(train.labels))
     x_tr = _mean_embeddings(run_dir, train)
     y_tr = _encode(train.labels, labels)

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the cohort (a progress bar per slide on stderr) and print the manifest path."""
-    import sys
+    import sys  # deferred imports below keep ``histo-net --help`` fast
     from pathlib import Path
 
     from tqdm.auto import tqdm

@@ -67,22 +67,25 @@ def nearest_two(grid: CellGrid, xs_um: np.ndarray, ys_um: np.ndarray
     """Per pixel: distance to nearest and second-nearest centre (um), and the owner cell's
     local (iy, ix). Shapes (H, W); float32 distances, int64 indices."""
     h, w = len(ys_um), len(xs_um)
-    d1 = np.full((h, w), np.inf, np.float32)
-    d2 = np.full((h, w), np.inf, np.float32)
-    oy_own = np.zeros((h, w), np.int64)
-    ox_own = np.zeros((h, w), np.int64)
-    for oy, ox in _OFFSETS:
+    q1 = np.full((h, w), np.inf, np.float32)  # squared distances
+    q2 = np.full((h, w), np.inf, np.float32)
+    own = np.zeros((h, w), np.int8)
+    xs32, ys32 = np.asarray(xs_um, np.float32), np.asarray(ys_um, np.float32)
+    cx32, cy32 = grid.cx.astype(np.float32), grid.cy.astype(np.float32)
+    for k, (oy, ox) in enumerate(_OFFSETS):
         ry = (grid.pix_iy + oy)[:, None]
         rx = (grid.pix_ix + ox)[None, :]
-        dx = xs_um[None, :] - grid.cx[ry, rx]
-        dy = ys_um[:, None] - grid.cy[ry, rx]
-        d = np.sqrt(dx * dx + dy * dy).astype(np.float32)
-        closer = d < d1
-        d2 = np.where(closer, d1, np.minimum(d2, d))
-        d1 = np.where(closer, d, d1)
-        oy_own = np.where(closer, np.broadcast_to(ry, (h, w)), oy_own)
-        ox_own = np.where(closer, np.broadcast_to(rx, (h, w)), ox_own)
-    return d1, d2, oy_own, ox_own
+        dx = xs32[None, :] - cx32[ry, rx]
+        dy = ys32[:, None] - cy32[ry, rx]
+        q = dx * dx + dy * dy
+        closer = q < q1
+        q2 = np.where(closer, q1, np.minimum(q2, q))
+        q1 = np.where(closer, q, q1)
+        own[closer] = k
+    off = np.asarray(_OFFSETS, np.int64)[own]  # (H, W, 2) winning offsets
+    oy_own = grid.pix_iy[:, None] + off[..., 0]
+    ox_own = grid.pix_ix[None, :] + off[..., 1]
+    return np.sqrt(q1), np.sqrt(q2), oy_own, ox_own
 
 
 def ellipse_rho(grid: CellGrid, xs_um: np.ndarray, ys_um: np.ndarray, occupied: np.ndarray,
@@ -159,25 +162,27 @@ def voronoi_points(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Large-scale Voronoi at points x, y (um, same shape): d1, d2 (um), owner centre x, y.
 
-    Candidate centres are those of the lattice cells around the points' bounding box,
-    so the cost is (number of points) x (a few candidates) whatever the coordinates;
-    scattered points fall back to each point's 3x3 lattice neighbourhood.
+    Candidates are the centres of each point's 3x3 lattice neighbourhood, so the value at a
+    point never depends on which other points are evaluated with it.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ix = np.arange(int(np.floor(x.min() / spacing)) - 1, int(np.floor(x.max() / spacing)) + 2)
-    iy = np.arange(int(np.floor(y.min() / spacing)) - 1, int(np.floor(y.max() / spacing)) + 2)
     d1 = np.full(x.shape, np.inf)
     d2 = np.full(x.shape, np.inf)
     ox_c, oy_c = np.zeros(x.shape), np.zeros(x.shape)
-    if len(ix) * len(iy) > 64:
-        gx, gy = np.floor(x / spacing).astype(np.int64), np.floor(y / spacing).astype(np.int64)
-        for oy, ox in _OFFSETS:
-            cx, cy = lattice_centre(gx + ox, gy + oy, spacing, seed)
-            d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
+    if x.size == 0:
         return d1, d2, ox_c, oy_c
-    iyy, ixx = np.meshgrid(iy, ix, indexing="ij")
-    cxs, cys = (c.ravel() for c in lattice_centre(ixx, iyy, spacing, seed))
-    for cx, cy in zip(cxs, cys):
+    gx, gy = np.floor(x / spacing).astype(np.int64), np.floor(y / spacing).astype(np.int64)
+    ix0, iy0 = int(gx.min()) - 1, int(gy.min()) - 1
+    nx, ny = int(gx.max()) + 2 - ix0, int(gy.max()) + 2 - iy0
+    if nx * ny <= 4 * x.size:  # hash the lattice once, then gather each point's 3x3 neighbours
+        ixx, iyy = np.meshgrid(np.arange(ix0, ix0 + nx), np.arange(iy0, iy0 + ny))
+        lcx, lcy = lattice_centre(ixx, iyy, spacing, seed)
+        for oy, ox in _OFFSETS:
+            jy, jx = gy + oy - iy0, gx + ox - ix0
+            d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, lcx[jy, jx], lcy[jy, jx], d1, d2, ox_c, oy_c)
+        return d1, d2, ox_c, oy_c
+    for oy, ox in _OFFSETS:
+        cx, cy = lattice_centre(gx + ox, gy + oy, spacing, seed)
         d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
     return d1, d2, ox_c, oy_c
 

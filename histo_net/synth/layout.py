@@ -125,23 +125,31 @@ def make_layout(rng: np.random.Generator, width: int, height: int, mpp: float,
 
 def sample_grid(field: np.ndarray, xs_um: np.ndarray, ys_um: np.ndarray, step_um: float) -> np.ndarray:
     """Bilinear sample of a layout field (pixel centres at (j+0.5)*step) on grid ys x xs -> (H, W)."""
-    f = np.asarray(field, np.float32)
-    gx = np.clip(xs_um / step_um - 0.5, 0, f.shape[1] - 1)
-    gy = np.clip(ys_um / step_um - 0.5, 0, f.shape[0] - 1)
+    gx = np.clip(np.asarray(xs_um) / step_um - 0.5, 0, field.shape[1] - 1)
+    gy = np.clip(np.asarray(ys_um) / step_um - 0.5, 0, field.shape[0] - 1)
+    # work on the window the grid touches (the field may be a whole slide's)
+    c0, r0 = int(np.floor(gx.min())), int(np.floor(gy.min()))
+    c1, r1 = min(int(np.floor(gx.max())) + 2, field.shape[1]), min(int(np.floor(gy.max())) + 2, field.shape[0])
+    f = np.asarray(field[r0:r1, c0:c1], np.float32)
+    gx, gy = gx - c0, gy - r0
     x0 = np.minimum(np.floor(gx).astype(np.int64), f.shape[1] - 2 if f.shape[1] > 1 else 0)
     y0 = np.minimum(np.floor(gy).astype(np.int64), f.shape[0] - 2 if f.shape[0] > 1 else 0)
     x1, y1 = np.minimum(x0 + 1, f.shape[1] - 1), np.minimum(y0 + 1, f.shape[0] - 1)
-    fx, fy = (gx - x0)[None, :], (gy - y0)[:, None]
-    top = f[y0][:, x0] * (1 - fx) + f[y0][:, x1] * fx
-    bot = f[y1][:, x0] * (1 - fx) + f[y1][:, x1] * fx
-    return (top * (1 - fy) + bot * fy).astype(np.float32)
+    fx, fy = (gx - x0).astype(np.float32)[None, :], (gy - y0).astype(np.float32)[:, None]
+    rows = f[:, x0] * (1 - fx) + f[:, x1] * fx  # separable bilinear: columns first
+    return (rows[y0] * (1 - fy) + rows[y1] * fy).astype(np.float32)
 
 
 def sample_points(field: np.ndarray, x_um: np.ndarray, y_um: np.ndarray, step_um: float) -> np.ndarray:
     """Bilinear sample of a layout field at arbitrary points (same shape as ``x_um``)."""
-    f = np.asarray(field, np.float32)
-    gx = np.clip(np.asarray(x_um) / step_um - 0.5, 0, f.shape[1] - 1)
-    gy = np.clip(np.asarray(y_um) / step_um - 0.5, 0, f.shape[0] - 1)
+    gx = np.clip(np.asarray(x_um) / step_um - 0.5, 0, field.shape[1] - 1)
+    gy = np.clip(np.asarray(y_um) / step_um - 0.5, 0, field.shape[0] - 1)
+    if gx.size == 0:
+        return np.zeros(gx.shape, np.float32)
+    c0, r0 = int(np.floor(gx.min())), int(np.floor(gy.min()))
+    c1, r1 = min(int(np.floor(gx.max())) + 2, field.shape[1]), min(int(np.floor(gy.max())) + 2, field.shape[0])
+    f = np.asarray(field[r0:r1, c0:c1], np.float32)
+    gx, gy = gx - c0, gy - r0
     x0 = np.minimum(np.floor(gx).astype(np.int64), max(f.shape[1] - 2, 0))
     y0 = np.minimum(np.floor(gy).astype(np.int64), max(f.shape[0] - 2, 0))
     x1, y1 = np.minimum(x0 + 1, f.shape[1] - 1), np.minimum(y0 + 1, f.shape[0] - 1)

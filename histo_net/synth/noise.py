@@ -51,9 +51,10 @@ def noise_grid(xs_um: np.ndarray, ys_um: np.ndarray, scale_um: float, seed: int)
     uy = np.arange(y_lo, iy.max() + 2)
     lattice = hash_uniform(seed, uy[:, None], ux[None, :])  # (ny, nx)
     jx, jy = ix - x_lo, iy - y_lo
-    top = lattice[jy][:, jx] * (1 - fx)[None] + lattice[jy][:, jx + 1] * fx[None]
-    bot = lattice[jy + 1][:, jx] * (1 - fx)[None] + lattice[jy + 1][:, jx + 1] * fx[None]
-    return (top * (1 - fy)[:, None] + bot * fy[:, None]).astype(np.float32)
+    lattice = lattice.astype(np.float32)
+    fx32, fy32 = fx.astype(np.float32)[None, :], fy.astype(np.float32)[:, None]
+    rows = lattice[:, jx] * (1 - fx32) + lattice[:, jx + 1] * fx32  # (ny, W): separable bilinear
+    return rows[jy] * (1 - fy32) + rows[jy + 1] * fy32
 
 
 def noise_points(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, seed: int) -> np.ndarray:

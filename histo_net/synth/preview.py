@@ -1,7 +1,8 @@
 """``preview.png``: slide thumbnails with tumour outlines and tumour crops per subtype; and
 the README panel (one labelled crop per subtype at 0.5 um/px).
 
-``python -m histo_net.synth.preview OUT.png`` writes the README panel.
+``python -c "from histo_net.synth.preview import main; main(['OUT.png'])"`` writes the README
+panel (default ``docs/images/synth_subtypes.png``).
 """
 
 from __future__ import annotations

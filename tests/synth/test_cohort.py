@@ -160,7 +160,7 @@ def test_nuisance_draws_do_not_depend_on_subtype() -> None:
 
 def test_normal_slides_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "normal"
-    assert main(["synth", "--out", str(out), "--slides", "2", "--tumour-fraction", "0", "--no-preview",
+    assert main(["synth", "--out", str(out), "--slides", "1", "--tumour-fraction", "0", "--no-preview",
                  "--seed", "4"]) == 0
     assert "synth" in capsys.readouterr().err, "a progress bar on stderr"
     for r in _rows(out / "manifest.csv"):
