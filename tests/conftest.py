@@ -37,11 +37,12 @@ def cmu_svs(real_data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """manifest.csv of a tiny synthetic cohort (8 SVS slides, seed 1), built once per session."""
+    """manifest.csv of a tiny synthetic cohort (8 SVS slides, seed 1, ``easy`` difficulty so a
+    briefly trained CNN learns it), built once per session."""
     from histo_net.synth import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort")
-    return generate_cohort(out, n_slides=8, seed=1, preset="tiny")
+    return generate_cohort(out, n_slides=8, seed=1, preset="tiny", difficulty="easy")
 
 
 @pytest.fixture(scope="session")
@@ -51,4 +52,4 @@ def tiny_heldout_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from histo_net.synth import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_heldout_cohort")
-    return generate_cohort(out, n_slides=8, seed=2, preset="tiny")
+    return generate_cohort(out, n_slides=8, seed=2, preset="tiny", difficulty="easy")

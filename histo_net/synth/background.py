@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from histo_net.synth.cells import ellipse_rho, make_grid, nearest_two, nucleus_profile
-from histo_net.synth.morphology import PointTest, _texture, _voronoi_points
+from histo_net.synth.cells import (
+    CoarseGrid,
+    ellipse_rho,
+    make_grid,
+    nearest_two,
+    nucleus_profile,
+    voronoi_points,
+)
+from histo_net.synth.chromatin import chromatin_texture
+from histo_net.synth.morphology import PointTest
 from histo_net.synth.noise import noise_grid, noise_points
 
 
@@ -30,7 +38,8 @@ def render_background(xs: np.ndarray, ys: np.ndarray, seed: int, fibre_angle: fl
     e = 0.12 + 0.5 * np.clip(0.6 * fib + 0.4 * fib2 - 0.35 * (loose - 0.5), 0, 1) ** 1.3
     h = np.full(X.shape, 0.03, np.float32) + 0.03 * fib2
     # vessels: rings with red blood cells in the lumen
-    vd1, _, _, _ = _voronoi_points(X, Y, 220.0, seed + 5)
+    coarse = CoarseGrid(xs, ys)
+    vd1 = coarse.up(voronoi_points(coarse.x, coarse.y, 220.0, seed + 5)[0])
     vr = 6.0 + 14.0 * noise_grid(xs, ys, 300.0, seed + 6)
     lumen = vd1 < vr
     wall = (vd1 >= vr) & (vd1 < vr + 3.5)
@@ -48,7 +57,7 @@ def render_background(xs: np.ndarray, ys: np.ndarray, seed: int, fibre_angle: fl
     occ_l = allow_cells(gl.cx, gl.cy) & (gl.rand(1) < lymph_at(gl.cx, gl.cy))
     al = np.full(gl.cx.shape, 2.6) * (1 + 0.05 * gl.normal(2))
     rho_l, _, _ = ellipse_rho(gl, xs, ys, occ_l, al, al * 0.95, gl.rand(3) * np.pi)
-    h_nuc = np.maximum(h_nuc, 1.15 * nucleus_profile(rho_l) * _texture(xs, ys, seed + 10, "coarse"))
+    h_nuc = np.maximum(h_nuc, 1.15 * nucleus_profile(rho_l) * chromatin_texture("coarse_clumped", xs, ys, seed + 10, 0.6))
     prof_any = np.clip(np.maximum(nucleus_profile(rho_f), nucleus_profile(rho_l)), 0, 1)
     h = np.maximum(h, h_nuc)
     e = e * (1 - 0.4 * prof_any)

@@ -1,4 +1,5 @@
-"""Jittered-lattice cells: one candidate nucleus per lattice cell, evaluated per pixel.
+"""Jittered-lattice cells: one candidate nucleus per lattice cell, evaluated per pixel;
+and large-scale Voronoi cells (nests, rosettes, vessels) evaluated at arbitrary points.
 
 A cell's centre and attributes are hashed from (seed, cell index), so any tile can
 render the nuclei of neighbouring cells too: nuclei crossing tile borders stay whole.
@@ -66,22 +67,25 @@ def nearest_two(grid: CellGrid, xs_um: np.ndarray, ys_um: np.ndarray
     """Per pixel: distance to nearest and second-nearest centre (um), and the owner cell's
     local (iy, ix). Shapes (H, W); float32 distances, int64 indices."""
     h, w = len(ys_um), len(xs_um)
-    d1 = np.full((h, w), np.inf, np.float32)
-    d2 = np.full((h, w), np.inf, np.float32)
-    oy_own = np.zeros((h, w), np.int64)
-    ox_own = np.zeros((h, w), np.int64)
-    for oy, ox in _OFFSETS:
+    q1 = np.full((h, w), np.inf, np.float32)  # squared distances
+    q2 = np.full((h, w), np.inf, np.float32)
+    own = np.zeros((h, w), np.int8)
+    xs32, ys32 = np.asarray(xs_um, np.float32), np.asarray(ys_um, np.float32)
+    cx32, cy32 = grid.cx.astype(np.float32), grid.cy.astype(np.float32)
+    for k, (oy, ox) in enumerate(_OFFSETS):
         ry = (grid.pix_iy + oy)[:, None]
         rx = (grid.pix_ix + ox)[None, :]
-        dx = xs_um[None, :] - grid.cx[ry, rx]
-        dy = ys_um[:, None] - grid.cy[ry, rx]
-        d = np.sqrt(dx * dx + dy * dy).astype(np.float32)
-        closer = d < d1
-        d2 = np.where(closer, d1, np.minimum(d2, d))
-        d1 = np.where(closer, d, d1)
-        oy_own = np.where(closer, np.broadcast_to(ry, (h, w)), oy_own)
-        ox_own = np.where(closer, np.broadcast_to(rx, (h, w)), ox_own)
-    return d1, d2, oy_own, ox_own
+        dx = xs32[None, :] - cx32[ry, rx]
+        dy = ys32[:, None] - cy32[ry, rx]
+        q = dx * dx + dy * dy
+        closer = q < q1
+        q2 = np.where(closer, q1, np.minimum(q2, q))
+        q1 = np.where(closer, q, q1)
+        own[closer] = k
+    off = np.asarray(_OFFSETS, np.int64)[own]  # (H, W, 2) winning offsets
+    oy_own = grid.pix_iy[:, None] + off[..., 0]
+    ox_own = grid.pix_ix[None, :] + off[..., 1]
+    return np.sqrt(q1), np.sqrt(q2), oy_own, ox_own
 
 
 def ellipse_rho(grid: CellGrid, xs_um: np.ndarray, ys_um: np.ndarray, occupied: np.ndarray,
@@ -133,3 +137,80 @@ def nucleus_profile(rho: np.ndarray, edge: float = 0.12, rim: float = 0.25) -> n
     inside = np.clip((1.0 - rho) / edge + 0.5, 0.0, 1.0)
     membrane = 1.0 + rim * np.exp(-((rho - 0.9) / 0.1) ** 2)
     return (inside * membrane).astype(np.float32)
+
+
+def lattice_centre(ix: np.ndarray, iy: np.ndarray, spacing: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Jittered centre (um) of lattice cell (ix, iy): a pure function of seed and cell."""
+    cx = (ix + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 1) - 0.5)) * spacing
+    cy = (iy + 0.5 + 0.8 * (hash_uniform(seed, iy, ix, 2) - 0.5)) * spacing
+    return cx, cy
+
+
+def _keep_two_nearest(x: np.ndarray, y: np.ndarray, cx: np.ndarray | float, cy: np.ndarray | float,
+                      d1: np.ndarray, d2: np.ndarray, ox_c: np.ndarray, oy_c: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold candidate centre(s) (cx, cy) into the running nearest / second-nearest distances."""
+    d = np.hypot(x - cx, y - cy)
+    closer = d < d1
+    d2 = np.where(closer, d1, np.minimum(d2, d))
+    d1 = np.where(closer, d, d1)
+    return d1, d2, np.where(closer, cx, ox_c), np.where(closer, cy, oy_c)
+
+
+def voronoi_points(x: np.ndarray, y: np.ndarray, spacing: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Large-scale Voronoi at points x, y (um, same shape): d1, d2 (um), owner centre x, y.
+
+    Candidates are the centres of each point's 3x3 lattice neighbourhood, so the value at a
+    point never depends on which other points are evaluated with it.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    d1 = np.full(x.shape, np.inf)
+    d2 = np.full(x.shape, np.inf)
+    ox_c, oy_c = np.zeros(x.shape), np.zeros(x.shape)
+    if x.size == 0:
+        return d1, d2, ox_c, oy_c
+    gx, gy = np.floor(x / spacing).astype(np.int64), np.floor(y / spacing).astype(np.int64)
+    ix0, iy0 = int(gx.min()) - 1, int(gy.min()) - 1
+    nx, ny = int(gx.max()) + 2 - ix0, int(gy.max()) + 2 - iy0
+    if nx * ny <= 4 * x.size:  # hash the lattice once, then gather each point's 3x3 neighbours
+        ixx, iyy = np.meshgrid(np.arange(ix0, ix0 + nx), np.arange(iy0, iy0 + ny))
+        lcx, lcy = lattice_centre(ixx, iyy, spacing, seed)
+        for oy, ox in _OFFSETS:
+            jy, jx = gy + oy - iy0, gx + ox - ix0
+            d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, lcx[jy, jx], lcy[jy, jx], d1, d2, ox_c, oy_c)
+        return d1, d2, ox_c, oy_c
+    for oy, ox in _OFFSETS:
+        cx, cy = lattice_centre(gx + ox, gy + oy, spacing, seed)
+        d1, d2, ox_c, oy_c = _keep_two_nearest(x, y, cx, cy, d1, d2, ox_c, oy_c)
+    return d1, d2, ox_c, oy_c
+
+
+class CoarseGrid:
+    """Every ``step``-th point of a uniform pixel grid (plus a margin), with bilinear
+    upsampling back to the full grid: for smooth quantities (distances, noise) that are
+    expensive per pixel. ``x, y``: (ny, nx) um coordinates of the coarse points."""
+
+    def __init__(self, xs_um: np.ndarray, ys_um: np.ndarray, step: int = 3) -> None:
+        xs_um, ys_um = np.asarray(xs_um, np.float64), np.asarray(ys_um, np.float64)
+        dx = float(xs_um[1] - xs_um[0]) if len(xs_um) > 1 else 1.0
+        cx = xs_um[0] + np.arange(-(-len(xs_um) // step) + 2) * dx * step
+        cy = ys_um[0] + np.arange(-(-len(ys_um) // step) + 2) * dx * step
+        self.x, self.y = np.meshgrid(cx, cy)
+        self._iy, self._fy = self._axis(ys_um, cy)
+        self._ix, self._fx = self._axis(xs_um, cx)
+
+    @staticmethod
+    def _axis(fine: np.ndarray, coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.clip((fine - coarse[0]) / (coarse[1] - coarse[0]), 0, len(coarse) - 1.000001)
+        i0 = np.floor(pos).astype(np.int64)
+        return i0, pos - i0
+
+    def up(self, v: np.ndarray) -> np.ndarray:
+        """Bilinear interpolation of coarse values ``v`` (ny, nx) onto the full (H, W) grid."""
+        iy, ix = self._iy, self._ix
+        fx, fy = self._fx[None, :], self._fy[:, None]
+        top = v[iy][:, ix] * (1 - fx) + v[iy][:, ix + 1] * fx
+        bot = v[iy + 1][:, ix] * (1 - fx) + v[iy + 1][:, ix + 1] * fx
+        return top * (1 - fy) + bot * fy

@@ -1,4 +1,4 @@
-"""Cohort generation: slide specs, slide files, tumour masks, GeoJSON and manifest.csv."""
+"""Cohort generation: the slide plan, slide files, tumour masks, GeoJSON and manifest.csv."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -17,83 +16,38 @@ from PIL import Image
 
 from histo_net.errors import ConfigError
 from histo_net.io_utils import atomic_path, atomic_write_bytes, atomic_write_text, safe_child
-from histo_net.synth.layout import make_layout, polygon_area
-from histo_net.synth.morphology import TumourStyle, pattern_families
-from histo_net.synth.render import SlideSpec, make_tile_fn
-from histo_net.synth.stain import sample_stain
+from histo_net.synth.layout import polygon_area
+from histo_net.synth.preview import write_preview
+from histo_net.synth.render import make_tile_fn
+from histo_net.synth.spec import (
+    DIFFICULTIES,
+    LABEL_COLORS,
+    MANIFEST_COLUMNS,
+    PRESETS,
+    SlideJob,
+    SlideSpec,
+    build_spec,
+)
+from histo_net.synth.taxonomy import LABELS, NORMAL, SUBTYPE_LABEL, TUMOUR_SUBTYPES
 from histo_net.synth.writer import write_pyramidal_slide
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLASSES: tuple[str, ...] = ("neuroendocrine", "other_small_round_cell")
-CLASS_COLORS: tuple[tuple[int, int, int], ...] = ((230, 60, 60), (60, 90, 230), (40, 170, 60), (200, 140, 20))
+#: called after each slide with (slides done, slides planned, that slide's manifest row)
+ProgressFn = Callable[[int, int, dict[str, object]], None]
 
 
-@dataclass(frozen=True)
-class Preset:
-    """Slide size range (level-0 px), level-0 mpp, render downsample and default stain jitter."""
-
-    name: str
-    size_px: tuple[int, int]
-    mpp: float = 0.25
-    render_downsample: int = 2
-    mask_downsample: int = 16
-    stain_jitter: float = 0.5
-    tile_px: int = 256
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset("tiny", (3072, 3840)),
-    "small": Preset("small", (6144, 7680)),
-    "benchmark": Preset("benchmark", (20480, 22528)),
-}
-
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "slide_id", "patient_id", "path", "label", "annotations", "mask", "mask_downsample",
-    "tumour_fraction", "seed", "preset", "width", "height", "mpp", "stain_jitter", "subpattern",
-    "format", "generator_seconds",
-)
-
-
-@dataclass(frozen=True)
-class SlideJob:
-    """One slide to generate (picklable for worker processes)."""
-
-    slide_id: str
-    patient_id: str
-    label_index: int
-    label: str
-    pattern: str
-    seed: int
-    width: int
-    height: int
-    preset: Preset
-    stain_jitter: float
-    fmt: str
-
-
-def build_spec(job: SlideJob) -> SlideSpec:
-    """The deterministic render spec of a slide job; layout does not depend on the label."""
-    rng = np.random.default_rng([job.seed, 1])
-    layout = make_layout(rng, job.width, job.height, job.preset.mpp, job.preset.mask_downsample,
-                         field_seed=job.seed * 7 + 3)
-    srng = np.random.default_rng([job.seed, 2])
-    stain = sample_stain(srng, job.stain_jitter)
-    style_rng = np.random.default_rng([job.seed, 3])
-    style = TumourStyle(job.pattern, job.seed * 13 + 5, scale=float(style_rng.uniform(0.93, 1.07)),
-                        orientation=float(style_rng.uniform(0, np.pi)))
-    return SlideSpec(job.seed, layout, style, stain, float(srng.uniform(0, np.pi)))
-
-
-def _geojson(spec: SlideSpec, label: str, color: tuple[int, int, int]) -> str:
+def _geojson(spec: SlideSpec, label: str, subtype: str) -> str:
+    """QuPath FeatureCollection of the tumour polygons, classified by the slide ``label``."""
     feats = []
     for k, poly in enumerate(spec.layout.tumour_polygons):
         ring = [[round(float(x), 2), round(float(y), 2)] for x, y in poly]
         ring.append(ring[0])
         feats.append({"type": "Feature", "id": f"tumour-{k}",
                       "geometry": {"type": "Polygon", "coordinates": [ring]},
-                      "properties": {"objectType": "annotation",
-                                     "classification": {"name": label, "color": list(color)}}})
+                      "properties": {"objectType": "annotation", "subtype": subtype,
+                                     "classification": {"name": label,
+                                                        "color": list(LABEL_COLORS[label])}}})
     return json.dumps({"type": "FeatureCollection", "features": feats})
 
 
@@ -102,74 +56,101 @@ def generate_slide(job: SlideJob, out_dir: Path) -> dict[str, object]:
     t0 = time.perf_counter()
     spec = build_spec(job)
     p = job.preset
-    ext = "svs" if job.fmt == "svs" else "tiff"
-    slide_rel = f"slides/{job.slide_id}.{ext}"
-    write_pyramidal_slide(safe_child(out_dir, "slides", f"{job.slide_id}.{ext}"),
+    slide_rel = f"slides/{job.slide_id}.{job.ext}"
+    write_pyramidal_slide(safe_child(out_dir, "slides", f"{job.slide_id}.{job.ext}"),
                           make_tile_fn(spec, p.tile_px, p.render_downsample),
                           width=job.width, height=job.height, mpp=p.mpp, tile_px=p.tile_px,
-                          fmt=job.fmt, app_mag=10.0 / p.mpp,
-                          jpeg_quality=int(np.random.default_rng([job.seed, 4]).integers(78, 92)))
+                          fmt=job.fmt, app_mag=10.0 / p.mpp, jpeg_quality=spec.jpeg_quality)
     mask_rel = f"masks/{job.slide_id}_tumour.png"
     buf = io.BytesIO()
     Image.fromarray(spec.layout.tumour.astype(np.uint8) * 255).save(buf, format="PNG")
     atomic_write_bytes(safe_child(out_dir, "masks", f"{job.slide_id}_tumour.png"), buf.getvalue())
     ann_rel = f"annotations/{job.slide_id}.geojson"
-    color = CLASS_COLORS[job.label_index % len(CLASS_COLORS)]
     atomic_write_text(safe_child(out_dir, "annotations", f"{job.slide_id}.geojson"),
-                      _geojson(spec, job.label, color))
+                      _geojson(spec, job.label, job.subtype))
     lay = spec.layout
     tumour_area = sum(polygon_area(poly) for poly in lay.tumour_polygons)
     tissue_area = float(lay.tissue.sum()) * lay.mask_downsample**2
+    cells = spec.style.cells
     return {
         "slide_id": job.slide_id, "patient_id": job.patient_id, "path": slide_rel, "label": job.label,
         "annotations": ann_rel, "mask": mask_rel, "mask_downsample": lay.mask_downsample,
-        "tumour_fraction": round(tumour_area / max(tissue_area, 1.0), 4), "seed": job.seed,
-        "preset": p.name, "width": job.width, "height": job.height, "mpp": p.mpp,
-        "stain_jitter": job.stain_jitter, "subpattern": job.pattern, "format": job.fmt,
-        "generator_seconds": round(time.perf_counter() - t0, 2),
+        "tumour_fraction": round(tumour_area / max(tissue_area, 1.0), 4), "subtype": job.subtype,
+        "difficulty": job.difficulty, "seed": job.seed, "preset": p.name, "width": job.width,
+        "height": job.height, "mpp": p.mpp, "stain_jitter": job.stain_jitter,
+        "nuclear_radius_um": round(cells.nuclear_radius_um, 3), "cell_pitch_um": round(cells.pitch_um, 3),
+        "blur_sigma_um": round(spec.stain.blur_sigma_um, 3), "jpeg_quality": spec.jpeg_quality,
+        "format": job.fmt, "generator_seconds": round(time.perf_counter() - t0, 2),
     }
 
 
-def plan_cohort(n_slides: int, seed: int, preset: str, classes: Sequence[str],
-                stain_jitter: float | None, fmt: str) -> list[SlideJob]:
-    """Balanced labels, patients with one or two slides, per-slide seeds and sub-patterns."""
+def _check(n_slides: int, preset: str, fmt: str, difficulty: str, subtypes: Sequence[str],
+           normal_fraction: float, tumour_fraction: tuple[float, float] | None) -> None:
     if preset not in PRESETS:
         raise ConfigError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
     if fmt not in ("svs", "tiff"):
         raise ConfigError(f"format {fmt!r}: expected 'svs' or 'tiff'")
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"difficulty {difficulty!r}: expected one of {', '.join(DIFFICULTIES)}")
     if n_slides < 1:
         raise ConfigError(f"slides={n_slides}: must be >= 1")
-    classes = list(classes)
-    if len(set(classes)) != len(classes) or any(not c.strip() for c in classes):
-        raise ConfigError(f"classes {classes}: names must be unique and non-empty")
-    families = pattern_families(len(classes))
+    unknown = [s for s in subtypes if s not in TUMOUR_SUBTYPES]
+    if unknown or not subtypes or len(set(subtypes)) != len(subtypes):
+        raise ConfigError(f"subtypes {list(subtypes)}: expected distinct names among "
+                          f"{', '.join(TUMOUR_SUBTYPES)}")
+    if not 0 <= normal_fraction <= 1:
+        raise ConfigError(f"normal_fraction={normal_fraction}: must be between 0 and 1")
+    if tumour_fraction is not None:
+        lo, hi = tumour_fraction
+        if not 0 <= lo <= hi <= 0.9:
+            raise ConfigError(f"tumour_fraction={lo},{hi}: need 0 <= low <= high <= 0.9")
+
+
+def plan_cohort(n_slides: int, seed: int, preset: str, *, subtypes: Sequence[str] = TUMOUR_SUBTYPES,
+                stain_jitter: float | None = None, fmt: str = "svs", difficulty: str = "standard",
+                normal_fraction: float = 0.0, tumour_fraction: tuple[float, float] | None = None
+                ) -> list[SlideJob]:
+    """Balanced labels, subtypes cycled within each label, patients with one or two slides
+    (one subtype per patient), per-slide seeds; ``normal_fraction`` of slides without tumour.
+
+    ``tumour_fraction`` overrides the difficulty's tumour-fraction range; (0, 0) makes
+    every slide ``normal``.
+    """
+    subtypes = list(subtypes)
+    _check(n_slides, preset, fmt, difficulty, subtypes, normal_fraction, tumour_fraction)
     p = PRESETS[preset]
     jitter = p.stain_jitter if stain_jitter is None else float(stain_jitter)
     if not 0 <= jitter <= 2:
         raise ConfigError(f"stain_jitter={jitter}: must be between 0 and 2")
     rng = np.random.default_rng([seed, 0])
-    labels = [i % len(classes) for i in range(n_slides)]
+    all_normal = tumour_fraction is not None and tumour_fraction[1] == 0
+    n_normal = n_slides if all_normal else round(normal_fraction * n_slides)
+    families = [[s for s in subtypes if SUBTYPE_LABEL[s] == lab] for lab in LABELS]
+    families = [f for f in families if f]
+    labels = [i % len(families) for i in range(n_slides - n_normal)] + [-1] * n_normal
     rng.shuffle(labels)
-    jobs: list[SlideJob] = []
-    pattern_count: dict[int, int] = {}
-    class_offset = [int(rng.integers(len(f))) for f in families]
-    open_patient: dict[int, str] = {}
+    offsets = [int(rng.integers(len(f))) for f in families]
+    counts = [0] * len(families)
+    open_patient: dict[str, str] = {}
     n_patients = 0
+    jobs: list[SlideJob] = []
     for i, li in enumerate(labels):
-        if li in open_patient and rng.random() < 0.35:
-            patient = open_patient.pop(li)  # a second slide of the same patient
+        if li < 0:
+            subtype = NORMAL
+        else:
+            fam = families[li]
+            subtype = fam[(counts[li] + offsets[li]) % len(fam)]
+            counts[li] += 1
+        if subtype in open_patient and rng.random() < 0.35:
+            patient = open_patient.pop(subtype)  # a second slide of the same patient
         else:
             n_patients += 1
             patient = f"P{n_patients:03d}"
-            open_patient[li] = patient
-        fam = families[li]
-        k = pattern_count.get(li, 0)
-        pattern_count[li] = k + 1
-        pattern = fam[(k + class_offset[li]) % len(fam)]
+            open_patient[subtype] = patient
         w = int(rng.integers(p.size_px[0], p.size_px[1] + 1))
         h = int(rng.integers(p.size_px[0], p.size_px[1] + 1))
-        jobs.append(SlideJob(f"synth_{i:03d}", patient, li, classes[li], pattern,
-                             int(seed * 1000 + i), w, h, p, jitter, fmt))
+        jobs.append(SlideJob(f"synth_{i:03d}", patient, subtype, int(seed * 1000 + i), w, h, p, jitter,
+                             fmt, difficulty, None if all_normal else tumour_fraction))
     return jobs
 
 
@@ -178,29 +159,42 @@ def _run(args: tuple[SlideJob, Path]) -> dict[str, object]:
 
 
 def generate_cohort(out_dir: Path, *, n_slides: int, seed: int, preset: str = "tiny",
-                    classes: Sequence[str] = DEFAULT_CLASSES, stain_jitter: float | None = None,
-                    fmt: str = "svs", workers: int = 1, preview: bool = True) -> Path:
+                    stain_jitter: float | None = None, fmt: str = "svs", workers: int = 1,
+                    preview: bool = True, difficulty: str = "standard",
+                    subtypes: Sequence[str] = TUMOUR_SUBTYPES, normal_fraction: float = 0.0,
+                    tumour_fraction: tuple[float, float] | None = None,
+                    progress: ProgressFn | None = None) -> Path:
     """Generate ``n_slides`` slides into ``out_dir``; returns ``out_dir / "manifest.csv"``.
 
     Layout: ``slides/``, ``masks/``, ``annotations/``, ``manifest.csv``, ``preview.png``.
+    ``progress(done, total, row)`` is called as each slide finishes (any order with workers).
     """
     out_dir = Path(out_dir)
+    jobs = plan_cohort(n_slides, seed, preset, subtypes=subtypes, stain_jitter=stain_jitter, fmt=fmt,
+                       difficulty=difficulty, normal_fraction=normal_fraction,
+                       tumour_fraction=tumour_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = plan_cohort(n_slides, seed, preset, classes, stain_jitter, fmt)
     t0 = time.perf_counter()
+    rows: dict[str, dict[str, object]] = {}
+
+    def done(row: dict[str, object]) -> None:
+        rows[str(row["slide_id"])] = row
+        if progress is not None:
+            progress(len(rows), len(jobs), row)
+
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            rows = list(pool.map(_run, [(j, out_dir) for j in jobs]))
+            for fut in as_completed([pool.submit(_run, (j, out_dir)) for j in jobs]):
+                done(fut.result())
     else:
-        rows = [generate_slide(j, out_dir) for j in jobs]
+        for j in jobs:
+            done(generate_slide(j, out_dir))
     log.info("generated %d slides in %.1f s", len(rows), time.perf_counter() - t0)
     manifest = out_dir / "manifest.csv"
     with atomic_path(manifest) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(rows[j.slide_id] for j in jobs)
     if preview:
-        from histo_net.synth.preview import write_preview
-
         write_preview(out_dir, jobs)
     return manifest

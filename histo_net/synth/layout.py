@@ -81,9 +81,10 @@ def rasterise(polygons: list[np.ndarray] | tuple[np.ndarray, ...], width: int, h
 
 
 def make_layout(rng: np.random.Generator, width: int, height: int, mpp: float,
-                mask_downsample: int = 16, tumour_fraction: tuple[float, float] = (0.15, 0.45),
+                mask_downsample: int = 16, tumour_fraction: float = 0.3, n_foci: int = 1,
                 field_seed: int = 0) -> SlideLayout:
-    """Random tissue section with 1-2 tumour regions covering ``tumour_fraction`` of tissue."""
+    """Random tissue section with ``n_foci`` tumour regions covering about ``tumour_fraction``
+    of the tissue (0: no tumour at all)."""
     size = float(min(width, height))
     centre = np.array([width / 2, height / 2]) + rng.uniform(-0.04, 0.04, 2) * size
     tissue_poly = _blob(rng, centre, 0.36 * size, 128, 0.5)
@@ -91,25 +92,25 @@ def make_layout(rng: np.random.Generator, width: int, height: int, mpp: float,
     tissue_poly[:, 1] = np.clip(tissue_poly[:, 1], 0.03 * height, 0.97 * height)
     tissue = rasterise([tissue_poly], width, height, mask_downsample)
     tissue_path = MplPath(tissue_poly)
-    target = rng.uniform(*tumour_fraction)
-    n_blobs = 1 if rng.random() < 0.6 else 2
+    target = float(tumour_fraction)
+    n_blobs = max(1, int(n_foci))
     tissue_area = polygon_area(tissue_poly)
     blobs: list[np.ndarray] = []
-    for _ in range(200):
+    for _ in range(300 if target > 0 else 0):
         if len(blobs) == n_blobs:
             break
         radius = np.sqrt(target * tissue_area / n_blobs / np.pi) * rng.uniform(0.9, 1.1)
-        c = centre + rng.uniform(-0.25, 0.25, 2) * size
+        c = centre + rng.uniform(-0.28, 0.28, 2) * size
         blob = _blob(rng, c, radius, 96, 0.35)
         if not tissue_path.contains_points(blob, radius=-0.02 * size).all():
-            target *= 0.97
+            target *= 0.98
             continue
         if any(MplPath(o).contains_points(blob).any() or MplPath(blob).contains_points(o).any()
                or np.hypot(*(blob.mean(0) - o.mean(0))) < 1e-6 for o in blobs):
             continue
         blobs.append(blob)
-    if not blobs:  # fall back to a centred blob well inside the tissue
-        blobs = [_blob(rng, centre, 0.12 * size, 96, 0.2)]
+    if target > 0 and not blobs:  # fall back to a centred blob well inside the tissue
+        blobs = [_blob(rng, centre, min(0.12 * size, np.sqrt(target * tissue_area / np.pi)), 96, 0.2)]
     tumour = rasterise(blobs, width, height, mask_downsample) & tissue
     step_um = mask_downsample * mpp
     mh, mw = tissue.shape
@@ -124,23 +125,31 @@ def make_layout(rng: np.random.Generator, width: int, height: int, mpp: float,
 
 def sample_grid(field: np.ndarray, xs_um: np.ndarray, ys_um: np.ndarray, step_um: float) -> np.ndarray:
     """Bilinear sample of a layout field (pixel centres at (j+0.5)*step) on grid ys x xs -> (H, W)."""
-    f = np.asarray(field, np.float32)
-    gx = np.clip(xs_um / step_um - 0.5, 0, f.shape[1] - 1)
-    gy = np.clip(ys_um / step_um - 0.5, 0, f.shape[0] - 1)
+    gx = np.clip(np.asarray(xs_um) / step_um - 0.5, 0, field.shape[1] - 1)
+    gy = np.clip(np.asarray(ys_um) / step_um - 0.5, 0, field.shape[0] - 1)
+    # work on the window the grid touches (the field may be a whole slide's)
+    c0, r0 = int(np.floor(gx.min())), int(np.floor(gy.min()))
+    c1, r1 = min(int(np.floor(gx.max())) + 2, field.shape[1]), min(int(np.floor(gy.max())) + 2, field.shape[0])
+    f = np.asarray(field[r0:r1, c0:c1], np.float32)
+    gx, gy = gx - c0, gy - r0
     x0 = np.minimum(np.floor(gx).astype(np.int64), f.shape[1] - 2 if f.shape[1] > 1 else 0)
     y0 = np.minimum(np.floor(gy).astype(np.int64), f.shape[0] - 2 if f.shape[0] > 1 else 0)
     x1, y1 = np.minimum(x0 + 1, f.shape[1] - 1), np.minimum(y0 + 1, f.shape[0] - 1)
-    fx, fy = (gx - x0)[None, :], (gy - y0)[:, None]
-    top = f[y0][:, x0] * (1 - fx) + f[y0][:, x1] * fx
-    bot = f[y1][:, x0] * (1 - fx) + f[y1][:, x1] * fx
-    return (top * (1 - fy) + bot * fy).astype(np.float32)
+    fx, fy = (gx - x0).astype(np.float32)[None, :], (gy - y0).astype(np.float32)[:, None]
+    rows = f[:, x0] * (1 - fx) + f[:, x1] * fx  # separable bilinear: columns first
+    return (rows[y0] * (1 - fy) + rows[y1] * fy).astype(np.float32)
 
 
 def sample_points(field: np.ndarray, x_um: np.ndarray, y_um: np.ndarray, step_um: float) -> np.ndarray:
     """Bilinear sample of a layout field at arbitrary points (same shape as ``x_um``)."""
-    f = np.asarray(field, np.float32)
-    gx = np.clip(np.asarray(x_um) / step_um - 0.5, 0, f.shape[1] - 1)
-    gy = np.clip(np.asarray(y_um) / step_um - 0.5, 0, f.shape[0] - 1)
+    gx = np.clip(np.asarray(x_um) / step_um - 0.5, 0, field.shape[1] - 1)
+    gy = np.clip(np.asarray(y_um) / step_um - 0.5, 0, field.shape[0] - 1)
+    if gx.size == 0:
+        return np.zeros(gx.shape, np.float32)
+    c0, r0 = int(np.floor(gx.min())), int(np.floor(gy.min()))
+    c1, r1 = min(int(np.floor(gx.max())) + 2, field.shape[1]), min(int(np.floor(gy.max())) + 2, field.shape[0])
+    f = np.asarray(field[r0:r1, c0:c1], np.float32)
+    gx, gy = gx - c0, gy - r0
     x0 = np.minimum(np.floor(gx).astype(np.int64), max(f.shape[1] - 2, 0))
     y0 = np.minimum(np.floor(gy).astype(np.int64), max(f.shape[0] - 2, 0))
     x1, y1 = np.minimum(x0 + 1, f.shape[1] - 1), np.minimum(y0 + 1, f.shape[0] - 1)

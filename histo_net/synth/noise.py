@@ -7,6 +7,8 @@ Coordinates are in micrometres so content does not depend on the render mpp.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -49,9 +51,10 @@ def noise_grid(xs_um: np.ndarray, ys_um: np.ndarray, scale_um: float, seed: int)
     uy = np.arange(y_lo, iy.max() + 2)
     lattice = hash_uniform(seed, uy[:, None], ux[None, :])  # (ny, nx)
     jx, jy = ix - x_lo, iy - y_lo
-    top = lattice[jy][:, jx] * (1 - fx)[None] + lattice[jy][:, jx + 1] * fx[None]
-    bot = lattice[jy + 1][:, jx] * (1 - fx)[None] + lattice[jy + 1][:, jx + 1] * fx[None]
-    return (top * (1 - fy)[:, None] + bot * fy[:, None]).astype(np.float32)
+    lattice = lattice.astype(np.float32)
+    fx32, fy32 = fx.astype(np.float32)[None, :], fy.astype(np.float32)[:, None]
+    rows = lattice[:, jx] * (1 - fx32) + lattice[:, jx + 1] * fx32  # (ny, W): separable bilinear
+    return rows[jy] * (1 - fy32) + rows[jy + 1] * fy32
 
 
 def noise_points(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, seed: int) -> np.ndarray:
@@ -59,6 +62,17 @@ def noise_points(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, seed: int)
     gx, gy = np.asarray(x_um) / scale_um, np.asarray(y_um) / scale_um
     ix, iy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
     fx, fy = _smooth(gx - ix), _smooth(gy - iy)
+    if ix.size > 16:
+        x_lo, y_lo = int(ix.min()), int(iy.min())
+        nx, ny = int(ix.max()) - x_lo + 2, int(iy.max()) - y_lo + 2
+        if nx * ny <= 2 * ix.size:  # dense points: hash the lattice once and gather
+            lattice = hash_uniform(seed, np.arange(y_lo, y_lo + ny)[:, None], np.arange(x_lo, x_lo + nx)[None, :])
+            jx, jy = ix - x_lo, iy - y_lo
+            v00, v01 = lattice[jy, jx], lattice[jy, jx + 1]
+            v10, v11 = lattice[jy + 1, jx], lattice[jy + 1, jx + 1]
+            top = v00 * (1 - fx) + v01 * fx
+            bot = v10 * (1 - fx) + v11 * fx
+            return (top * (1 - fy) + bot * fy).astype(np.float32)
     v00 = hash_uniform(seed, iy, ix)
     v01 = hash_uniform(seed, iy, ix + 1)
     v10 = hash_uniform(seed, iy + 1, ix)
@@ -68,13 +82,16 @@ def noise_points(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, seed: int)
     return (top * (1 - fy) + bot * fy).astype(np.float32)
 
 
-def fractal_grid(xs_um: np.ndarray, ys_um: np.ndarray, scale_um: float, seed: int,
-                 octaves: int = 3) -> np.ndarray:
-    """Sum of ``octaves`` value-noise layers (halving scale), normalised to about [0, 1)."""
-    total = np.zeros((len(ys_um), len(xs_um)), np.float32)
-    amp, norm = 1.0, 0.0
-    for k in range(octaves):
-        total += amp * noise_grid(xs_um, ys_um, scale_um / 2**k, seed + 7919 * k)
-        norm += amp
-        amp *= 0.5
-    return total / norm
+@lru_cache(maxsize=1)
+def _noise_quantiles() -> np.ndarray:
+    """(101,) quantiles of value noise (computed once, on first use)."""
+    pts = np.arange(200_000, dtype=np.float64)
+    v = noise_points(pts * 0.6180339887 % 997.0, pts * 0.7548776662 % 991.0, 1.0, 12345)
+    return np.quantile(v.astype(np.float64), np.linspace(0, 1, 101))
+
+
+def uniform_noise_points(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, seed: int) -> np.ndarray:
+    """Value noise mapped through its own distribution function: about uniform on [0, 1],
+    so ``field < share`` covers about ``share`` of the area. Same shape as ``x_um``, float32."""
+    v = noise_points(x_um, y_um, scale_um, seed)
+    return np.interp(v, _noise_quantiles(), np.linspace(0.0, 1.0, 101)).astype(np.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.path import Path as MplPath
@@ -12,22 +11,42 @@ from scipy.ndimage import gaussian_filter
 
 from histo_net.synth.background import render_background
 from histo_net.synth.layout import SlideLayout, sample_grid, sample_points
-from histo_net.synth.morphology import TumourStyle, render_tumour
+from histo_net.synth.morphology import TumourStyle, apply_tone, render_tumour
 from histo_net.synth.noise import hash_uniform
+from histo_net.synth.spec import SlideSpec
 from histo_net.synth.stain import StainParams, concentrations_to_rgb
 
-_MARGIN_PX = 4
+_MARGIN_PX = 6
 
 
-@dataclass(frozen=True)
-class SlideSpec:
-    """Everything needed to render any region of one slide deterministically."""
+class _Raster:
+    """Boolean polygon membership on a regular um grid, looked up at arbitrary points."""
 
-    seed: int
-    layout: SlideLayout
-    style: TumourStyle
-    stain: StainParams
-    fibre_angle: float
+    def __init__(self, x0_um: float, y0_um: float, step_um: float, inside: np.ndarray) -> None:
+        self.x0, self.y0, self.step, self.inside = x0_um, y0_um, step_um, inside
+
+    def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Membership of the nearest raster point (False outside the raster)."""
+        j = np.rint((np.asarray(x) - self.x0) / self.step).astype(np.int64)
+        i = np.rint((np.asarray(y) - self.y0) / self.step).astype(np.int64)
+        ok = (i >= 0) & (i < self.inside.shape[0]) & (j >= 0) & (j < self.inside.shape[1])
+        return ok & self.inside[np.clip(i, 0, self.inside.shape[0] - 1), np.clip(j, 0, self.inside.shape[1] - 1)]
+
+
+def _polygon_raster(lay: SlideLayout, xs: np.ndarray, ys: np.ndarray, pad_um: float = 14.0,
+                    step_um: float = 1.0) -> _Raster:
+    """Tumour-polygon membership around a render grid (padded for neighbouring nuclei)."""
+    gx = np.arange(xs[0] - pad_um, xs[-1] + pad_um + step_um, step_um)
+    gy = np.arange(ys[0] - pad_um, ys[-1] + pad_um + step_um, step_um)
+    X, Y = np.meshgrid(gx, gy)
+    pts = np.stack([X.ravel(), Y.ravel()], axis=1) / lay.mpp
+    inside = np.zeros(len(pts), bool)
+    for poly in lay.tumour_polygons:
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        near = (pts[:, 0] >= lo[0]) & (pts[:, 0] <= hi[0]) & (pts[:, 1] >= lo[1]) & (pts[:, 1] <= hi[1])
+        if near.any():
+            inside[near] |= MplPath(poly).contains_points(pts[near])
+    return _Raster(float(gx[0]), float(gy[0]), step_um, inside.reshape(X.shape))
 
 
 def render_region(spec: SlideSpec, x0: int, y0: int, w_px: int, h_px: int, downsample: float
@@ -49,17 +68,15 @@ def render_region(spec: SlideSpec, x0: int, y0: int, w_px: int, h_px: int, downs
         in_tissue = tissue_w > 0.5
         boundary = bool(tumour_w.max() > 0) and bool(tumour_w.min() < 1) and bool(lay.tumour_polygons)
 
-        def in_tumour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            """Exact polygon interior (level-0 px) near the boundary, the mask elsewhere."""
-            if not boundary:
-                return sample_points(lay.tumour, x, y, step) > 0.5
-            pts = np.stack([np.ravel(x), np.ravel(y)], axis=1) / lay.mpp
-            inside = np.zeros(len(pts), bool)
-            for poly in lay.tumour_polygons:
-                inside |= MplPath(poly).contains_points(pts)
-            return inside.reshape(np.shape(x)) & (sample_points(lay.tissue, x, y, step) > 0.5)
+        raster = _polygon_raster(lay, xs, ys) if boundary else None
 
-        if boundary:
+        def in_tumour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            """Polygon interior near the boundary (a 1 um raster), the mask elsewhere."""
+            if raster is None:
+                return sample_points(lay.tumour, x, y, step) > 0.5
+            return raster.lookup(x, y) & (sample_points(lay.tissue, x, y, step) > 0.5)
+
+        if raster is not None:
             gx, gy = np.meshgrid(xs, ys)
             in_tumour_px = in_tumour(gx, gy)
         else:
@@ -78,7 +95,7 @@ def render_region(spec: SlideSpec, x0: int, y0: int, w_px: int, h_px: int, downs
         h = np.where(in_tissue, hb, 0)
         e = np.where(in_tissue, eb, 0)
         if in_tumour_px.any():
-            ht, et, hn, alpha = render_tumour(spec.style, xs, ys, in_tumour)
+            ht, et, hn, alpha = apply_tone(render_tumour(spec.style, xs, ys, in_tumour), spec.style.tone)
             h = np.where(in_tumour_px, ht, h)
             e = np.where(in_tumour_px, et, e)
             h = np.maximum(h, hn)
@@ -109,12 +126,12 @@ def make_tile_fn(spec: SlideSpec, tile_px: int, render_downsample: int
     return tile
 
 
-def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_px: int = 224,
+def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_px: int = 128,
                 downsample: float = 2.0, mpp: float = 0.25) -> np.ndarray:
     """A tile (size_px, size_px, 3) uint8 entirely inside tumour, rendered like a slide would be.
 
     Uses a layout that is tumour everywhere, so tests and calibration can sample
-    tumour-region tiles of any pattern without writing a slide.
+    tumour-region tiles of any subtype without writing a slide.
     """
     extent = int(x0 + y0 + 4 * size_px * downsample) + 64
     n = extent // 16 + 2
@@ -122,5 +139,5 @@ def tumour_tile(style: TumourStyle, stain: StainParams, x0: int, y0: int, size_p
     zeros = np.zeros((n, n), np.float32)
     lay = SlideLayout(n * 16, n * 16, mpp, 16, np.zeros((0, 2)), (), ones, ones, zeros, zeros,
                       zeros + 0.05)
-    spec = SlideSpec(style.seed, lay, style, stain, 0.0)
+    spec = SlideSpec(style.seed, lay, style, stain, 0.0, 90, style.subtype)
     return render_region(spec, x0, y0, size_px, size_px, downsample)

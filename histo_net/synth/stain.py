@@ -57,7 +57,7 @@ def concentrations_to_rgb(h_conc: np.ndarray, e_conc: np.ndarray, stain: StainPa
     hv = np.asarray(stain.h_vec, np.float32) * stain.h_gain
     ev = np.asarray(stain.e_vec, np.float32) * stain.e_gain
     od = h_conc[..., None] * hv + e_conc[..., None] * ev + np.asarray(stain.bg_od, np.float32)
-    rgb = 255.0 * np.power(np.float32(10.0), -od)
+    rgb = np.float32(255.0) * np.exp(np.float32(-np.log(10.0)) * od)
     if rng is not None and stain.noise_std > 0:
-        rgb += rng.normal(0, stain.noise_std, rgb.shape).astype(np.float32)
+        rgb += np.float32(stain.noise_std) * rng.standard_normal(rgb.shape, dtype=np.float32)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from histo_net.errors import ConfigError
 from histo_net.io_utils import atomic_path
@@ -30,6 +31,8 @@ def block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return img
     h, w, c = img.shape
+    if c == 3:  # PIL's box reduce: same rounding, several times faster
+        return np.asarray(Image.fromarray(img).reduce(factor))
     small = img.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3), dtype=np.float32)
     return np.clip(small + 0.5, 0, 255).astype(np.uint8)
 

@@ -1,4 +1,4 @@
-"""Acceptance 2 on real files: a `small` cohort has no colour shortcut in tumour tiles."""
+"""On real files: a `small` standard cohort has no colour shortcut in tumour tiles."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def _tumour_tiles(out: Path, row: dict[str, str], n: int, rng: np.random.Generat
 @pytest.mark.slow
 def test_small_cohort_has_no_colour_shortcut(tmp_path: Path) -> None:
     out = tmp_path / "small"
-    manifest = generate_cohort(out, n_slides=16, seed=3, preset="small", workers=2, preview=False)
+    manifest = generate_cohort(out, n_slides=16, seed=3, preset="small", workers=2, preview=False,
+                               tumour_fraction=(0.15, 0.6))
     with open(manifest, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     classes = sorted({r["label"] for r in rows})

@@ -18,7 +18,7 @@ from histo_net.errors import (
     SlideTimeoutError,
     SlideTooLargeError,
 )
-from histo_net.wsi import slide as slide_mod
+from histo_net.wsi import handles as handles_mod
 from histo_net.wsi.file_checks import call_with_limit, check_slide_path
 from histo_net.wsi.slide import open_slide
 from histo_net.wsi.tiling import tile_slide
@@ -85,7 +85,7 @@ def test_open_is_hard_limited_when_openslide_blocks(tmp_path: Path,
     dcm = write_dicom_wsi(tmp_path / "s" / "a.dcm", rgb, tile_px=64)
     fifo = tmp_path / "s" / "zz_pipe"
     os.mkfifo(fifo)
-    monkeypatch.setattr(slide_mod, "check_dicom_folder", lambda _path: None)
+    monkeypatch.setattr(handles_mod, "check_dicom_folder", lambda _path: None)
     start = time.monotonic()
     with pytest.raises(SlideTimeoutError, match="did not finish within 1 s"):
         open_slide(dcm, open_timeout_s=1.0)
