@@ -46,6 +46,7 @@ class EvalSet:
     tile_labels: list[npt.NDArray[np.int64] | None]    # per slide (N_i,) tile class index
     in_tumour: list[npt.NDArray[np.bool_] | None]      # per slide (N_i,) annotation membership
     checks: list[list[DomainCheck]] | None = None      # per slide, the slide checks that ran
+    subtypes: list[str] | None = None                  # per slide, the manifest's subtype ("" unknown)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class SlideResult:
     indeterminate: bool
     outcome: str = ""
     failed_checks: list[str] = field(default_factory=list)
+    subtype: str = ""
 
 
 @dataclass
@@ -92,6 +94,7 @@ class EvalResult:
     confident_error_rate: float = float("nan")
     wrong_confident_above_95: int = 0
     wrong_caught_fraction: float = float("nan")
+    per_subtype: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_slide: list[SlideResult] = field(default_factory=list)
 
     def to_json(self, *, per_slide: bool = True) -> dict[str, Any]:
@@ -115,6 +118,7 @@ def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, float]:
         nt = tile_class_names.index(NON_TUMOUR)
         out["tile_auroc_tumour_vs_non_tumour"] = auroc((labels != nt).astype(int), 1.0 - probs[:, nt])
         out["n_tiles"] = float(len(labels))
+        out.update(_tumour_tile_auroc(labels, probs, nt))
     per_slide = []
     for attn, inside in zip(ev.attention, ev.in_tumour):
         if inside is not None and 0 < inside.sum() < len(inside):
@@ -124,6 +128,37 @@ def _tile_metrics(ev: EvalSet, tile_class_names: list[str]) -> dict[str, float]:
         out["attention_localisation_auroc"] = float(np.mean(vals)) if vals else float("nan")
         out["attention_localisation_slides"] = float(len(vals))
     return out
+
+
+def _tumour_tile_auroc(labels: np.ndarray, probs: np.ndarray, nt: int) -> dict[str, float]:
+    """AUROC of the top-level question on annotated tumour tiles only (binary tile heads).
+
+    ``labels`` (N,) tile class index, ``probs`` (N,Ct); the score is the first tumour class's
+    probability renormalised over the tumour classes, so non-tumour tiles do not inflate it
+    (the 3-class ``tile_auroc`` averages in tumour-vs-stroma, which is easy).
+    """
+    tumour = [i for i in range(probs.shape[1]) if i != nt]
+    keep = labels != nt
+    if len(tumour) != 2 or not keep.any():
+        return {}
+    sub = probs[keep][:, tumour]
+    score = sub[:, 0] / np.clip(sub.sum(axis=1), 1e-12, None)
+    return {"tile_auroc_tumour_tiles_top_level": auroc((labels[keep] == tumour[0]).astype(int), score),
+            "n_tumour_tiles": float(keep.sum())}
+
+
+def _per_subtype(subtypes: list[str], labels: np.ndarray, preds: np.ndarray, cal: np.ndarray,
+                 outcome: list[str], pos: int) -> dict[str, dict[str, Any]]:
+    """Per manifest subtype: slides, share called right (argmax), mean P(positive), outcomes."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in sorted({s for s in subtypes if s}):
+        idx = np.asarray([s == name for s in subtypes])
+        outs = [o for o, k in zip(outcome, idx) if k]
+        table[name] = {"n_slides": int(idx.sum()),
+                       "correct_fraction": float(np.mean(preds[idx] == labels[idx])),
+                       "mean_p_positive": float(cal[idx, pos].mean()),
+                       "outcomes": {o: outs.count(o) for o in sorted(set(outs))}}
+    return table
 
 
 def _outcomes(ev: EvalSet, cal: np.ndarray, class_names: list[str], threshold: float,
@@ -176,6 +211,7 @@ def compute_metrics(
     counts = {name: int(sum(o == name for o in outcome))
               for name in (*class_names, INDETERMINATE, NO_TUMOUR_DETECTED, NOT_ASSESSABLE)}
     checks = ev.checks or [[] for _ in range(n)]
+    subtypes = list(ev.subtypes) if ev.subtypes is not None else [""] * n
     return EvalResult(
         n_slides=n, class_counts={name: int((labels == i).sum()) for i, name in enumerate(class_names)},
         slide_auroc=slide_auc, slide_auroc_ci=(lo, hi), ci_level=ci_level,
@@ -195,11 +231,12 @@ def compute_metrics(
         confident_error_rate=float(wrong[confident].mean()) if confident.any() else nan,
         wrong_confident_above_95=int((wrong & confident & (top_p > 0.95)).sum()),
         wrong_caught_fraction=float((~confident[wrong]).mean()) if wrong.any() else nan,
+        per_subtype=_per_subtype(subtypes, labels, preds, cal, outcome, pos) if n else {},
         per_slide=[SlideResult(sid, class_names[int(y)], class_names[int(p)],
                                {c: float(v) for c, v in zip(class_names, prob)}, bool(ind), str(o),
-                               [c.short() for c in ch if not c.passed])
-                   for sid, y, p, prob, ind, o, ch in zip(ev.slide_ids, labels, preds, cal, in_band,
-                                                          outcome, checks)])
+                               [c.short() for c in ch if not c.passed], st)
+                   for sid, y, p, prob, ind, o, ch, st in zip(ev.slide_ids, labels, preds, cal, in_band,
+                                                              outcome, checks, subtypes)])
 
 
 def _fmt(v: Any) -> str:
@@ -230,7 +267,8 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
               f"{_fmt(metrics['confident_error_rate'])} |"),
              f"| wrong confident calls with P > 0.95 | {metrics['wrong_confident_above_95']} |",
              f"| wrong slides not called confidently | {_fmt(metrics['wrong_caught_fraction'])} |"]
-    tile_rows = (("tile_auroc", "tile AUROC"),
+    tile_rows = (("tile_auroc_tumour_tiles_top_level", f"tile AUROC on tumour tiles, {result.positive_class} vs other"),
+                 ("tile_auroc", "tile AUROC (3-class average, includes non-tumour)"),
                  ("tile_auroc_tumour_vs_non_tumour", "tile AUROC tumour vs non-tumour"),
                  ("attention_localisation_auroc", "attention localisation AUROC"))
     for key, name in tile_rows:
@@ -243,17 +281,25 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
               "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
     for name, row in zip(classes, metrics["confusion_matrix"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    if metrics["per_subtype"]:
+        lines += ["", "## By subtype (manifest column `subtype`)", "",
+                  f"| subtype | slides | called right | mean P({result.positive_class}) | outcomes |",
+                  "|---|---|---|---|---|"]
+        for name, row in metrics["per_subtype"].items():
+            outs = ", ".join(f"{k}: {v}" for k, v in row["outcomes"].items())
+            lines.append(f"| {name} | {row['n_slides']} | {_fmt(row['correct_fraction'])} | "
+                         f"{_fmt(row['mean_p_positive'])} | {outs} |")
     band = ", ".join(_fmt(v) for v in metrics["indeterminate_band"])
     rule = (f"Temperature {_fmt(metrics['temperature'])}, threshold {_fmt(metrics['threshold'])} "
             f"on P({metrics['positive_class']}), indeterminate band [{band}].")
     lines += ["", rule,
               "", "![ROC](roc.png) ![reliability](reliability.png)", "",
-              "## Slides", "", "| slide | truth | highest probability | outcome | failed checks |",
-              "|---|---|---|---|---|"]
+              "## Slides", "", "| slide | truth | subtype | highest probability | outcome | failed checks |",
+              "|---|---|---|---|---|---|"]
     for row in metrics["per_slide"]:
         p = row["probabilities"].get(row["predicted"])
         reasons = "; ".join(row["failed_checks"]) or ""
-        lines.append(f"| {row['slide_id']} | {row['label']} | {row['predicted']} ({_fmt(p)}) | "
+        lines.append(f"| {row['slide_id']} | {row['label']} | {row['subtype']} | {row['predicted']} ({_fmt(p)}) | "
                      f"{row['outcome']} | {reasons} |")
     return "\n".join(lines) + "\n"
 

@@ -82,7 +82,8 @@ def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbe
         tile_labels=[ctx.tiles[s.slide_id].labels if ctx.tiles[s.slide_id].in_tumour is not None else None
                      for s in slides],
         in_tumour=[ctx.tiles[s.slide_id].in_tumour for s in slides],
-        checks=slide_checks(ctx, slides, embs, reference) if reference is not None else None)
+        checks=slide_checks(ctx, slides, embs, reference) if reference is not None else None,
+        subtypes=[s.extra.get("subtype", "") for s in slides])
 
 
 def calibration_method(ctx: RunContext) -> str:

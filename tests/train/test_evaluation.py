@@ -103,3 +103,24 @@ def test_evaluate_refuses_training_slides_unless_allowed(tiny_cohort: Path, tmp_
     assert "--allow-overlap" in err and not (tmp_path / "eval" / "metrics.json").exists()
     allowed = _check_overlap(bundle, list(specs), allow=True)  # what --allow-overlap records
     assert allowed["overlapping_slides"] == 3 and allowed["by_sha256"] == 2 and allowed["allowed"]
+
+
+def test_tumour_tile_auroc_ignores_non_tumour_tiles_and_subtypes_are_tabled() -> None:
+    """A head that only tells tumour from stroma scores high on the 3-class average and 0.5 on
+    the top-level question over tumour tiles; the per-subtype table counts each subtype."""
+    tiles = ["non_tumour", *CLASSES]
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05]] * 3 + [[0.1, 0.45, 0.45]] * 4, np.float32)  # no label signal
+    ev = _ev(np.array([[2.0, 0.0], [1.0, 0.0], [0.0, 2.0]]), [0, 0, 1])
+    ev.tile_probs, ev.tile_labels = [probs] * 3, [labels] * 3
+    ev.in_tumour, ev.attention = [labels > 0] * 3, [np.linspace(0, 1, 7)] * 3
+    ev.subtypes = ["nec_small_cell", "merkel_cell_like", "ewing_like"]
+    result = compute_metrics(ev, class_names=CLASSES, tile_class_names=tiles, positive_class=CLASSES[0],
+                             temperature=1.0, threshold=0.5, band=(0.45, 0.55), bootstrap_samples=0)
+    metrics = result.to_json()
+    assert metrics["tile_auroc_tumour_vs_non_tumour"] == 1.0
+    assert metrics["tile_auroc_tumour_tiles_top_level"] == 0.5
+    assert set(metrics["per_subtype"]) == {"nec_small_cell", "merkel_cell_like", "ewing_like"}
+    assert metrics["per_subtype"]["ewing_like"]["correct_fraction"] == 1.0
+    assert [r["subtype"] for r in metrics["per_slide"]] == ev.subtypes
+    assert "## By subtype" in report_markdown(result, "t")
