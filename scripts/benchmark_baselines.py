@@ -45,17 +45,15 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from histo_net.config import TilingConfig
-from histo_net.features.embed import read_features_h5
+from histo_net.features.store import read_features_h5
 from histo_net.metrics import auroc, bootstrap_ci
+from histo_net.stain import rgb_to_hed
 from histo_net.wsi.slide import open_slide
 from histo_net.wsi.tiling import tile_slide
 
 TILE_PX = 128
 TARGET_MPP = 0.5
 DOG_SIGMAS_PX = (0.7, 1.4, 2.8, 5.6, 11.0)
-#: Ruifrok & Johnston H&E-DAB stain matrix (rows: H, E, DAB optical density vectors)
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
 FEATURE_SETS = ("rgb", "density", "histogram", "bandpass", "all")
 LETTER = {"rgb": "a", "density": "b", "histogram": "c", "bandpass": "d", "all": "e", "all_via_subtype": "e'",
           "meanpool": "f"}
@@ -74,8 +72,7 @@ def rgb_features(tile: np.ndarray) -> np.ndarray:
 
 def haematoxylin_od(tile: np.ndarray) -> np.ndarray:
     """(H, W) haematoxylin optical density by colour deconvolution (Ruifrok & Johnston)."""
-    od = -np.log10((tile.astype(np.float64) + 1.0) / 256.0)
-    return (od.reshape(-1, 3) @ _HED_FROM_RGB)[:, 0].reshape(tile.shape[:2])
+    return rgb_to_hed(tile)[..., 0] / np.log(10.0)  # decadic OD, the package's one stain matrix
 
 
 def density_features(tile: np.ndarray) -> np.ndarray:
