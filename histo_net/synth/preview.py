@@ -2,7 +2,7 @@
 the README panel (one labelled crop per subtype at 0.5 um/px).
 
 ``python -c "from histo_net.synth.preview import main; main(['OUT.png'])"`` writes the README
-panel (default ``docs/images/synth_subtypes.png``).
+panel (default ``docs/images/synth_subtypes.jpg``).
 """
 
 from __future__ import annotations
@@ -126,11 +126,15 @@ def subtype_panel(seed: int = 2026, crop_px: int = 288, columns: int = 3,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the README panel to ``argv[0]`` (default docs/images/synth_subtypes.png)."""
+    """Write the README panel to ``argv[0]`` (default docs/images/synth_subtypes.jpg)."""
     argv = sys.argv[1:] if argv is None else argv
-    target = Path(argv[0] if argv else "docs/images/synth_subtypes.png")
+    target = Path(argv[0] if argv else "docs/images/synth_subtypes.jpg")
     target.parent.mkdir(parents=True, exist_ok=True)
-    subtype_panel().save(target, format="PNG", optimize=True)
+    panel = subtype_panel()
+    if target.suffix.lower() in (".jpg", ".jpeg"):
+        panel.convert("RGB").save(target, format="JPEG", quality=88)
+    else:
+        panel.save(target, format="PNG", optimize=True)
     print(target, target.stat().st_size // 1024, "KiB")
     return 0
 
