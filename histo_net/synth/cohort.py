@@ -77,7 +77,7 @@ def generate_slide(job: SlideJob, out_dir: Path) -> dict[str, object]:
         "annotations": ann_rel, "mask": mask_rel, "mask_downsample": lay.mask_downsample,
         "tumour_fraction": round(tumour_area / max(tissue_area, 1.0), 4), "subtype": job.subtype,
         "difficulty": job.difficulty, "seed": job.seed, "preset": p.name, "width": job.width,
-        "height": job.height, "mpp": p.mpp, "stain_jitter": job.stain_jitter,
+        "height": job.height, "level0_mpp": p.mpp, "stain_jitter": job.stain_jitter,
         "nuclear_radius_um": round(cells.nuclear_radius_um, 3), "cell_pitch_um": round(cells.pitch_um, 3),
         "blur_sigma_um": round(spec.stain.blur_sigma_um, 3), "jpeg_quality": spec.jpeg_quality,
         "format": job.fmt, "generator_seconds": round(time.perf_counter() - t0, 2),

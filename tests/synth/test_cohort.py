@@ -60,7 +60,7 @@ def test_slides_open_in_openslide(tiny_cohort: Path) -> None:
     for r in _rows(tiny_cohort):
         with openslide.OpenSlide(tiny_cohort.parent / r["path"]) as slide:
             assert slide.properties["openslide.vendor"] == "aperio"
-            assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(float(r["mpp"]))
+            assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(float(r["level0_mpp"]))
             assert slide.level_count >= 3
             assert slide.dimensions == (int(r["width"]), int(r["height"]))
             thumb = np.asarray(slide.get_thumbnail((256, 256)).convert("RGB"))

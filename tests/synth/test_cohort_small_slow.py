@@ -22,7 +22,7 @@ def _tumour_tiles(out: Path, row: dict[str, str], n: int, rng: np.random.Generat
     """Up to ``n`` tiles (224 px at 0.5 um/px) lying wholly inside the tumour mask."""
     mask = np.asarray(Image.open(out / row["mask"])) > 127
     ds = int(row["mask_downsample"])
-    read_px = round(TILE_PX * TARGET_MPP / float(row["mpp"]))
+    read_px = round(TILE_PX * TARGET_MPP / float(row["level0_mpp"]))
     span = -(-read_px // ds)
     ys, xs = np.nonzero(mask)
     tiles = []
