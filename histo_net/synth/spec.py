@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "slide_id", "patient_id", "path", "label", "annotations", "mask", "mask_downsample",
-    "tumour_fraction", "subtype", "difficulty", "seed", "preset", "width", "height", "mpp",
+    "tumour_fraction", "subtype", "difficulty", "seed", "preset", "width", "height", "level0_mpp",
     "stain_jitter", "nuclear_radius_um", "cell_pitch_um", "blur_sigma_um", "jpeg_quality",
     "format", "generator_seconds",
 )
