@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter, laplace, uniform_filter
 
 from histo_net.synth.render import tumour_tile
 from histo_net.synth.spec import PRESETS, SlideJob, build_spec
-from histo_net.synth.taxonomy import SUBTYPE_LABEL, TUMOUR_SUBTYPES
+from histo_net.taxonomy import SUBTYPE_LABEL, TUMOUR_SUBTYPES
 
 
 def colour_features(tile: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import argparse
 from histo_net.cli.common import EXIT_OK, add_config_options, positive_int
 
 #: the taxonomy, spelled out here so ``--help`` stays instant (checked against
-#: ``histo_net.synth.taxonomy`` by the synth tests)
+#: ``histo_net.taxonomy`` by the synth tests)
 SUBTYPE_CHOICES = ("net_well_differentiated", "nec_small_cell", "merkel_cell_like",
                    "lymphoma_like", "ewing_like", "alveolar_rms_like")
 

@@ -23,7 +23,12 @@ from histo_net.report.model import (
     SlideReport,
     attention_title,
 )
-from histo_net.taxonomy import NEUROENDOCRINE, OTHER_SMALL_ROUND_CELL, is_neuroendocrine
+from histo_net.taxonomy import (
+    NEUROENDOCRINE,
+    OTHER_SMALL_ROUND_CELL,
+    SUBTYPE_LABEL,
+    is_neuroendocrine,
+)
 
 #: confirmatory work-up per slide class (shown as context, never as a diagnosis); each panel
 #: belongs to the class it names (taxonomy.is_neuroendocrine decides which one a class gets)
@@ -49,22 +54,28 @@ STAIN_PANELS: dict[str, dict[str, Any]] = {
 }
 
 
-def panel_for(class_name: str) -> dict[str, Any]:
-    """The stain panel of a slide class (or subtype)."""
-    return STAIN_PANELS[NEUROENDOCRINE if is_neuroendocrine(class_name) else OTHER_SMALL_ROUND_CELL]
+def panel_for(class_name: str) -> dict[str, Any] | None:
+    """The stain panel of a slide class or subtype of the taxonomy; None for other classes
+    (a bundle trained on its own classes gets no panel it does not describe)."""
+    if is_neuroendocrine(class_name):
+        return STAIN_PANELS[NEUROENDOCRINE]
+    if class_name == OTHER_SMALL_ROUND_CELL or SUBTYPE_LABEL.get(class_name) == OTHER_SMALL_ROUND_CELL:
+        return STAIN_PANELS[OTHER_SMALL_ROUND_CELL]
+    return None
 
 
 def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
     """Stain panel(s): the called class's; both when indeterminate (the named class first);
     none when no tumour was detected or the slide is not assessable."""
     if report.confident:
-        return [panel_for(report.decision)]
-    if report.indeterminate:
+        names = [report.decision]
+    elif report.indeterminate:
         first = report.predicted_class or report.positive_class
-        others = [c for c in report.probabilities if c != first]
-        panels = [panel_for(first)] + [panel_for(c) for c in others]
-        return [p for i, p in enumerate(panels) if p not in panels[:i]]
-    return []
+        names = [first, *(c for c in report.probabilities if c != first)]
+    else:
+        return []
+    panels = [p for p in (panel_for(n) for n in names) if p is not None]
+    return [p for i, p in enumerate(panels) if p not in panels[:i]]
 
 
 def model_figures_line(report: SlideReport) -> str:

@@ -1,5 +1,5 @@
 """Synthetic H&E cohort with known truth: neuroendocrine vs other small round cell tumours,
-six subtypes (see :mod:`histo_net.synth.taxonomy`) and optional tumour-free slides.
+six subtypes (see :mod:`histo_net.taxonomy`) and optional tumour-free slides.
 
 Research software; the images are synthetic and carry no diagnostic meaning.
 """
@@ -17,7 +17,8 @@ from histo_net.synth.spec import (
            SlideSpec,
            build_spec,
 )
-from histo_net.synth.taxonomy import (
+from histo_net.synth.writer import write_pyramidal_slide
+from histo_net.taxonomy import (
            LABELS,
            NORMAL,
            SUBTYPE_LABEL,
@@ -25,7 +26,6 @@ from histo_net.synth.taxonomy import (
            TAXONOMY,
            TUMOUR_SUBTYPES,
 )
-from histo_net.synth.writer import write_pyramidal_slide
 
 __all__ = ["DIFFICULTIES", "LABELS", "MANIFEST_COLUMNS", "NORMAL", "PRESETS", "SUBTYPES", "SUBTYPE_LABEL",
            "TAXONOMY", "TUMOUR_SUBTYPES", "Preset", "SlideJob", "SlideSpec", "build_spec",

@@ -25,7 +25,7 @@ from histo_net.synth.morphology import (
 from histo_net.synth.spec import PRESETS, SlideJob, build_spec
 from histo_net.synth.stain import concentrations_to_rgb, reference_stain
 from histo_net.synth.subtypes import Tone
-from histo_net.synth.taxonomy import TUMOUR_SUBTYPES
+from histo_net.taxonomy import TUMOUR_SUBTYPES
 
 _GREY = np.array([0.299, 0.587, 0.114])
 

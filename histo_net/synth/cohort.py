@@ -28,8 +28,8 @@ from histo_net.synth.spec import (
     SlideSpec,
     build_spec,
 )
-from histo_net.synth.taxonomy import LABELS, NORMAL, SUBTYPE_LABEL, TUMOUR_SUBTYPES
 from histo_net.synth.writer import write_pyramidal_slide
+from histo_net.taxonomy import LABELS, NORMAL, SUBTYPE_LABEL, TUMOUR_SUBTYPES
 
 log = logging.getLogger(__name__)
 

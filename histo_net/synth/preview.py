@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from histo_net.io_utils import atomic_path
 from histo_net.synth.render import render_region
 from histo_net.synth.spec import LABEL_COLORS, PRESETS, SlideJob, build_spec
-from histo_net.synth.taxonomy import TUMOUR_SUBTYPES
+from histo_net.taxonomy import TUMOUR_SUBTYPES
 
 _THUMB_PX = 240
 _CROP_PX = 224

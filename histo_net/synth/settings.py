@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from histo_net.config import StrictModel
-from histo_net.synth.taxonomy import TUMOUR_SUBTYPES
+from histo_net.taxonomy import TUMOUR_SUBTYPES
 
 
 class SynthConfig(StrictModel):

@@ -19,7 +19,7 @@ from histo_net.synth.layout import SlideLayout, make_layout
 from histo_net.synth.morphology import CellNuisance, TumourStyle
 from histo_net.synth.stain import StainParams, sample_stain
 from histo_net.synth.subtypes import TONE, draw_morphology
-from histo_net.synth.taxonomy import NEUROENDOCRINE, NORMAL, SUBTYPE_LABEL
+from histo_net.taxonomy import NEUROENDOCRINE, NORMAL, SUBTYPE_LABEL
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "standard")
 #: tumour fraction of tissue drawn per slide (uniform) when not overridden

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from histo_net.errors import ConfigError
-from histo_net.synth.taxonomy import TUMOUR_SUBTYPES
+from histo_net.taxonomy import TUMOUR_SUBTYPES
 
 Tone = tuple[float, float, float, float]
 

@@ -26,7 +26,7 @@ from histo_net.report.write import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TILE_CLASSES = ["non_tumour", "neuroendocrine", "other_srct"]
+TILE_CLASSES = ["non_tumour", "neuroendocrine", "other_small_round_cell"]
 EVIL = "evil<script>alert(1)</script>..svs"
 
 
@@ -53,7 +53,7 @@ def make_report(status: str = "ok", predicted: str = "neuroendocrine", n_side: i
     p_net = 0.52 if status == "indeterminate" else 0.91 if predicted == "neuroendocrine" else 0.08
     return SlideReport(
         slide_id="slide_01", slide_name=slide_name, predicted_class=predicted, status=status,
-        probabilities={"neuroendocrine": p_net, "other_srct": 1 - p_net},
+        probabilities={"neuroendocrine": p_net, "other_small_round_cell": 1 - p_net},
         positive_class="neuroendocrine", threshold=0.5, indeterminate_band=(0.35, 0.65),
         tile_class_names=list(TILE_CLASSES), coords_level0=coords, patch_size_level0=patch,
         attention=attention, tile_probs=probs, thumbnail=thumb, thumbnail_downsample=ds,
@@ -84,7 +84,7 @@ def test_write_slide_report_files(tmp_path: Path) -> None:
     files = write_slide_report(tmp_path / "s", make_report())
     names = set(files.values())
     assert {"report.json", "report.html", "attention.png", "tiles.geojson",
-            "prob_neuroendocrine.png", "prob_other_srct.png"} <= names
+            "prob_neuroendocrine.png", "prob_other_small_round_cell.png"} <= names
     assert {p.name for p in (tmp_path / "s").iterdir()} == names  # no temp files left
     for name in names:
         if name.endswith(".png"):
@@ -97,7 +97,7 @@ def test_write_slide_report_files(tmp_path: Path) -> None:
 
 def test_heatmaps_differ_per_class() -> None:
     images = render_images(make_report())
-    assert images["prob_neuroendocrine"] != images["prob_other_srct"] != images["attention"]
+    assert images["prob_neuroendocrine"] != images["prob_other_small_round_cell"] != images["attention"]
     assert Image.open(io.BytesIO(images["attention"])).size[0] > 200
 
 
@@ -139,7 +139,7 @@ def test_html_self_contained_with_banner_and_context() -> None:
 
 
 def test_html_other_class_and_indeterminate_wording() -> None:
-    other = _html(make_report(predicted="other_srct"))
+    other = _html(make_report(predicted="other_small_round_cell"))
     assert "CD99" in other and "NKX2.2" in other and "CD45" in other and "Desmin" in other
     assert "CK20" not in other and "TTF-1" not in other  # Merkel and small-cell carcinoma are neuroendocrine
     indet = _html(make_report(status="indeterminate"))
@@ -219,7 +219,7 @@ def test_indeterminate_names_the_leaning_class_and_model_figures_are_near_the_ca
                             "validation_balanced_accuracy": 0.91, "test_slides": 10, "test_auroc": 0.95,
                             "test_balanced_accuracy": 0.9}
     report.calibration = {"n_slides": 40, "method": "cross_fit",
-                          "n_per_class": {"neuroendocrine": 20, "other_srct": 20}}
+                          "n_per_class": {"neuroendocrine": 20, "other_small_round_cell": 20}}
     report.model_warnings = ["validation slide AUROC 0.610 is below the floor 0.80"]
     html = _html(report)
     result = " ".join(html[html.index('id="h-result"'):html.index('id="h-maps"')].split())
@@ -227,3 +227,12 @@ def test_indeterminate_names_the_leaning_class_and_model_figures_are_near_the_ca
     assert "validation AUROC 0.97" in result and "calibration on 40 slides" in result
     assert "Model warning: validation slide AUROC 0.610" in result
     assert "decision threshold 0.50" in result
+
+
+def test_no_stain_panel_for_classes_it_does_not_describe() -> None:
+    """A bundle with its own class names (not this taxonomy) gets no confirmatory panel."""
+    report = make_report()
+    report.probabilities = {"tumour_a": 0.9, "tumour_b": 0.1}
+    report.predicted_class, report.outcome = "tumour_a", "tumour_a"
+    html = _html(report)
+    assert "Synaptophysin" not in html and "CD99" not in html

@@ -19,7 +19,7 @@ from histo_net.synth import MANIFEST_COLUMNS, build_spec, plan_cohort
 from histo_net.synth.cohort import generate_slide
 from histo_net.synth.layout import polygon_area
 from histo_net.synth.render import render_region
-from histo_net.synth.taxonomy import (
+from histo_net.taxonomy import (
     CONFIRMATORY_STAINS,
     LABELS,
     NEUROENDOCRINE,
