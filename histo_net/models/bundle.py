@@ -108,7 +108,7 @@ class ModelBundle:
     def encoder_licence(self) -> str:
         """Licence of the encoder weights (a pretrained preset's; own CNNs: trained here)."""
         preset = self.encoder_preset
-        return preset.licence if preset is not None else "trained by histo-net (this bundle)"
+        return preset.licence if preset is not None else "own tile CNN trained by histo-net"
 
     @property
     def normalization(self) -> dict[str, list[float]]:
@@ -288,6 +288,10 @@ def _check_pretrained(kwargs: dict[str, Any], path: Path) -> None:
         got = None if weight is None else tuple(weight.shape)
         raise ModelBundleError(f"{path}: bundle tile head {got} does not fit {n_tile} tile classes "
                                f"x {preset.embed_dim}-dim '{preset.name}' embeddings")
+    mil_in = kwargs["mil_state"].get("embed.0.weight")
+    if mil_in is not None and int(mil_in.shape[1]) != preset.embed_dim:
+        raise ModelBundleError(f"{path}: the MIL model expects {int(mil_in.shape[1])}-dim embeddings "
+                               f"but encoder preset '{preset.name}' gives {preset.embed_dim}")
 
 
 def library_versions() -> dict[str, str]:

@@ -60,8 +60,8 @@ def _encoder_lines(bundle: ModelBundle) -> list[str]:
     rec = bundle.pretrained_encoder
     head = rec.get("tile_head") or {}
     return [
-        f"- encoder licence: **{preset.licence}** (pretrained preset '{preset.name}', "
-        f"{preset.architecture}, {preset.embed_dim}-d, {preset.pooling} pooling; frozen)",
+        (f"- encoder licence: **{preset.licence}** (pretrained preset '{preset.name}', "
+         f"{preset.architecture}, {preset.embed_dim}-d, {preset.pooling} pooling; frozen)"),
         (f"- encoder weights: NOT in this bundle; referenced by sha256 `{rec.get('weights_sha256')}` "
          f"(training-time path `{rec.get('weights_path')}`); predict with --encoder-weights PATH"),
         f"- recipe checked against: {preset.recipe_source}",

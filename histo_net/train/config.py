@@ -5,7 +5,6 @@ Defaults are sized for a 2-core CPU: 128 px tiles at 0.5 um/px, resnet18.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -165,12 +164,10 @@ class TrainConfig(StrictModel):
         tiling = data.get("tiling")
         tiling = tiling.model_dump() if isinstance(tiling, TilingConfig) else dict(tiling or {})
         size, mpp = tiling.get("tile_size_px"), tiling.get("target_mpp")
-        if size is not None or mpp is not None:
-            if (size is not None and int(size) != preset.tile_size_px) or (
-                    mpp is not None and not math.isclose(float(mpp), preset.target_mpp, rel_tol=1e-3)):
-                preset.check_tile_spec(int(size if size is not None else preset.tile_size_px),
-                                       float(mpp if mpp is not None else preset.target_mpp),
-                                       where=f"encoder.preset={preset.name}")
+        # unset keys take the preset's value; a set one must match it (one-line ConfigError)
+        preset.check_tile_spec(int(size if size is not None else preset.tile_size_px),
+                               float(mpp if mpp is not None else preset.target_mpp),
+                               where=f"encoder.preset={preset.name}")
         tiling.update(tile_size_px=preset.tile_size_px, target_mpp=preset.target_mpp)
         return {**data, "tiling": tiling}
 
