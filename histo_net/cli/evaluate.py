@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-overlap", action="store_true",
                         help="score slides the model trained or validated on (refused by default; "
                         "the figures are then optimistic)")
+    parser.add_argument("--encoder-weights", default=None, metavar="PATH",
+                        help="weights file of the bundle's pretrained encoder (default: the path "
+                        "recorded at training time); refused unless its sha256 matches")
     add_device_options(parser)
     add_progress_option(parser)
 
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_bundle(Path(args.model), Path(args.manifest), Path(args.out),
                              device=args.device, workers=args.workers, progress=args.progress,
-                             allow_overlap=args.allow_overlap)
+                             allow_overlap=args.allow_overlap,
+                             encoder_weights=Path(args.encoder_weights) if args.encoder_weights else None)
     metrics = result.to_json(per_slide=False)
     keys = ("slide_auroc", "balanced_accuracy", "tile_auroc", "attention_localisation_auroc",
             "ece_before_scaling", "ece_after_scaling", "confident_fraction", "confident_error_rate")

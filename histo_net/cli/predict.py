@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare predict's options."""
     add_slide_inputs(parser)
     parser.add_argument("--model", required=True, help="model bundle (model.pt) from histo-net train")
+    parser.add_argument("--encoder-weights", default=None, metavar="PATH",
+                        help="weights file of the bundle's pretrained encoder (default: the path "
+                        "recorded at training time); refused unless its sha256 matches")
     add_device_options(parser)
     add_config_options(parser, "default: configs/predict.yaml settings built in",
                        example="gallery_top_k=12")
@@ -40,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
     summary = run_predict(
         args.inputs, model_path=Path(args.model), out_dir=Path(args.out), cfg=cfg,
         device_name=args.device, mpp_override=args.mpp, shard=args.shard, overwrite=args.overwrite,
-        progress=args.progress, slide_timeout_s=args.slide_timeout)
+        progress=args.progress, slide_timeout_s=args.slide_timeout,
+        encoder_weights=Path(args.encoder_weights) if args.encoder_weights else None)
     return summary.exit_code()

@@ -3,6 +3,14 @@
 The file is a plain dict of tensors / str / float / int / list / dict, so it loads with
 ``torch.load(weights_only=True)``; :func:`load_bundle` refuses anything else. Normalisation
 has one source of truth: the encoder's ``mean``/``std`` buffers in ``encoder_state``.
+
+Format 2 adds ``pretrained_encoder``: for a frozen pretrained encoder (training with
+``encoder.preset``) the bundle *references* the foundation model's weights instead of
+embedding them: preset name, its recipe (``EncoderPreset.to_dict()``), the weights file's
+sha256, size and training-time path; ``encoder_state`` then holds only the linear tile
+head (``head.weight``, ``head.bias``). :meth:`ModelBundle.build_encoder` loads the weights
+from ``--encoder-weights`` (else the recorded path) and refuses a file whose sha256
+differs. Format-1 bundles (own tile CNN inside) load unchanged.
 """
 
 from __future__ import annotations
@@ -26,10 +34,16 @@ from histo_net.features.ood import DomainReference
 from histo_net.features.qc import QCReference
 from histo_net.models.bundle_check import check_bundle
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
+from histo_net.models.encoders import PretrainedEncoder, feature_key_for
 from histo_net.models.mil import GatedAttentionMIL
+from histo_net.models.presets import EncoderPreset
 from histo_net.models.tile_cnn import TileClassifier
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: bundle formats this version reads (1: before pretrained encoders)
+READABLE_FORMATS = (1, 2)
+#: keys of ``pretrained_encoder`` (a frozen pretrained encoder referenced by sha256)
+_PRETRAINED_KEYS = ("preset", "preset_config", "weights_sha256", "weights_path")
 #: constructor arguments that live in the state dict (buffers), never in ``encoder_kwargs``
 _STATE_KWARGS = ("mean", "std")
 
@@ -66,6 +80,8 @@ class ModelBundle:
     guardrail_warnings: list[str] = field(default_factory=list)
     #: the model's own validation figures, shown near the call in every report
     validation_summary: dict[str, Any] = field(default_factory=dict)
+    #: frozen pretrained encoder, referenced not embedded (see the module docstring); {} = own CNN
+    pretrained_encoder: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.encoder_kwargs = {k: v for k, v in self.encoder_kwargs.items()
@@ -77,8 +93,30 @@ class ModelBundle:
         return self.class_names.index(self.positive_class)
 
     @property
+    def is_pretrained(self) -> bool:
+        """True when the encoder is a referenced pretrained preset (weights outside the bundle)."""
+        return bool(self.pretrained_encoder)
+
+    @property
+    def encoder_preset(self) -> EncoderPreset | None:
+        """The stored preset recipe of a pretrained encoder (None for an own tile CNN)."""
+        if not self.is_pretrained:
+            return None
+        return EncoderPreset.from_dict(dict(self.pretrained_encoder["preset_config"]))
+
+    @property
+    def encoder_licence(self) -> str:
+        """Licence of the encoder weights (a pretrained preset's; own CNNs: trained here)."""
+        preset = self.encoder_preset
+        return preset.licence if preset is not None else "own tile CNN trained by histo-net"
+
+    @property
     def normalization(self) -> dict[str, list[float]]:
-        """``{"mean": [3], "std": [3]}`` on the 0-255 scale, read from the encoder's buffers."""
+        """``{"mean": [3], "std": [3]}`` on the 0-255 scale, read from the encoder's buffers
+        (a pretrained preset: its mean/std, scaled from 0-1)."""
+        preset = self.encoder_preset
+        if preset is not None:
+            return {"mean": [255.0 * v for v in preset.mean], "std": [255.0 * v for v in preset.std]}
         return {key: self.encoder_state[key].flatten().tolist() for key in _STATE_KWARGS}
 
     def tiling_config(self, min_tissue_fraction: float | None = None) -> TilingConfig:
@@ -89,14 +127,48 @@ class ModelBundle:
             trained["min_tissue_fraction"] = float(min_tissue_fraction)
         return TilingConfig.model_validate(trained)
 
-    def build_encoder(self, device: torch.device | None = None) -> TileClassifier:
-        """The tile CNN with its trained weights, in eval mode, on ``device`` (default CPU)."""
+    def build_encoder(self, device: torch.device | None = None, *,
+                      encoder_weights: Path | str | None = None) -> TileClassifier | PretrainedEncoder:
+        """The tile encoder with its trained weights, in eval mode, on ``device`` (default CPU).
+
+        A pretrained encoder loads its trunk from ``encoder_weights`` (else the path recorded
+        at training time) and its tile head from the bundle; ``ModelBundleError`` (one line)
+        when no file is found or its sha256 is not the recorded one.
+        """
+        if self.is_pretrained:
+            return self._build_pretrained(device, encoder_weights)
         kwargs = {"num_classes": len(self.tile_class_names), **self.encoder_kwargs}
         model = TileClassifier(backbone=self.encoder_name, **kwargs)
         try:
             model.load_state_dict(self.encoder_state, strict=True)
         except RuntimeError as exc:
             raise ModelBundleError(f"bundle encoder state does not fit {self.encoder_name} "
+                                   f"({str(exc).splitlines()[0]})") from None
+        return model.to(device or torch.device("cpu")).eval()
+
+    def _build_pretrained(self, device: torch.device | None,
+                          encoder_weights: Path | str | None) -> PretrainedEncoder:
+        record = self.pretrained_encoder
+        preset = self.encoder_preset
+        assert preset is not None
+        recorded = Path(str(record.get("weights_path") or ""))
+        if encoder_weights is not None:
+            path = Path(encoder_weights).expanduser()
+        elif str(recorded) not in ("", ".") and recorded.is_file():
+            path = recorded
+        else:
+            raise ModelBundleError(
+                f"this model uses the pretrained encoder '{preset.name}' whose weights are not in the "
+                f"bundle and not at the training-time path {recorded}: pass --encoder-weights PATH "
+                f"(sha256 {str(record['weights_sha256'])[:16]}...)")
+        model = PretrainedEncoder(preset, weights_path=path, num_classes=len(self.tile_class_names),
+                                  expected_sha256=str(record["weights_sha256"]))
+        assert model.head is not None
+        head = {k.removeprefix("head."): v for k, v in self.encoder_state.items()}
+        try:
+            model.head.load_state_dict(head, strict=True)
+        except RuntimeError as exc:
+            raise ModelBundleError(f"bundle tile head does not fit encoder preset '{preset.name}' "
                                    f"({str(exc).splitlines()[0]})") from None
         return model.to(device or torch.device("cpu")).eval()
 
@@ -111,7 +183,12 @@ class ModelBundle:
         return model.to(device or torch.device("cpu")).eval()
 
     def encoder_hash(self) -> str:
-        """sha256 keying the feature cache: :func:`encoder_hash` of name, kwargs and state."""
+        """sha256 keying the feature cache: :func:`encoder_hash` of name, kwargs and state
+        (a pretrained encoder: its feature key, the weights sha256, and the head state)."""
+        preset = self.encoder_preset
+        if preset is not None:
+            key = feature_key_for(preset, str(self.pretrained_encoder["weights_sha256"]))
+            return encoder_hash(key, {"preset": preset.name}, self.encoder_state)
         return encoder_hash(self.encoder_name, {"backbone": self.encoder_name, **self.encoder_kwargs},
                             self.encoder_state)
 
@@ -159,12 +236,13 @@ def load_bundle(path: Path) -> ModelBundle:
     path = Path(path)
     data = load_checkpoint(path)
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise ModelBundleError(
-            f"{path}: unknown bundle format_version {version!r} (expected {FORMAT_VERSION})")
+            f"{path}: unknown bundle format_version {version!r} (expected one of "
+            f"{', '.join(map(str, READABLE_FORMATS))})")
     optional = {"training_config", "metrics", "qc_reference", "versions", "format_version",
                 "calibration", "domain_reference", "training_slides", "guardrail_warnings",
-                "validation_summary"}
+                "validation_summary", "pretrained_encoder"}
     missing = [name for name in _FIELDS if name not in data and name not in optional]
     if missing:
         raise ModelBundleError(f"{path}: bundle is missing keys: {', '.join(missing)}")
@@ -183,9 +261,37 @@ def load_bundle(path: Path) -> ModelBundle:
         kwargs["domain_reference"] = DomainReference.from_dict(kwargs.get("domain_reference"))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ModelBundleError(f"{path}: bundle key 'domain_reference' is malformed") from None
+    _check_pretrained(kwargs, path)
     bundle = ModelBundle(**kwargs)
     check_bundle(bundle, path)  # one clear message for an inconsistent bundle (bundle_check.py)
     return bundle
+
+
+def _check_pretrained(kwargs: dict[str, Any], path: Path) -> None:
+    """``ModelBundleError`` unless a ``pretrained_encoder`` record is complete and fits the head."""
+    record = kwargs.get("pretrained_encoder") or {}
+    if not record:
+        return
+    if not isinstance(record, dict) or any(k not in record for k in _PRETRAINED_KEYS):
+        raise ModelBundleError(f"{path}: bundle key 'pretrained_encoder' needs "
+                               f"{', '.join(_PRETRAINED_KEYS)}")
+    try:
+        preset = EncoderPreset.from_dict(dict(record["preset_config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelBundleError(f"{path}: bundle encoder preset recipe is malformed ({exc})") from None
+    sha = str(record["weights_sha256"])
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelBundleError(f"{path}: bundle encoder weights_sha256 is not a sha256 hex digest")
+    weight = kwargs["encoder_state"].get("head.weight")
+    n_tile = len(kwargs.get("tile_class_names") or [])
+    if weight is None or tuple(weight.shape) != (n_tile, preset.embed_dim):
+        got = None if weight is None else tuple(weight.shape)
+        raise ModelBundleError(f"{path}: bundle tile head {got} does not fit {n_tile} tile classes "
+                               f"x {preset.embed_dim}-dim '{preset.name}' embeddings")
+    mil_in = kwargs["mil_state"].get("embed.0.weight")
+    if mil_in is not None and int(mil_in.shape[1]) != preset.embed_dim:
+        raise ModelBundleError(f"{path}: the MIL model expects {int(mil_in.shape[1])}-dim embeddings "
+                               f"but encoder preset '{preset.name}' gives {preset.embed_dim}")
 
 
 def library_versions() -> dict[str, str]:

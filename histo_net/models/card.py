@@ -52,6 +52,24 @@ def _domain_lines(bundle: ModelBundle) -> list[str]:
     return lines
 
 
+def _encoder_lines(bundle: ModelBundle) -> list[str]:
+    """Licence and weights provenance of the encoder (a referenced pretrained preset or ours)."""
+    preset = bundle.encoder_preset
+    if preset is None:
+        return [f"- encoder licence: {bundle.encoder_licence}; weights inside this bundle"]
+    rec = bundle.pretrained_encoder
+    head = rec.get("tile_head") or {}
+    return [
+        (f"- encoder licence: **{preset.licence}** (pretrained preset '{preset.name}', "
+         f"{preset.architecture}, {preset.embed_dim}-d, {preset.pooling} pooling; frozen)"),
+        (f"- encoder weights: NOT in this bundle; referenced by sha256 `{rec.get('weights_sha256')}` "
+         f"(training-time path `{rec.get('weights_path')}`); predict with --encoder-weights PATH"),
+        f"- recipe checked against: {preset.recipe_source}",
+        (f"- tile head: linear on the frozen features, trained from {head.get('source', '?')} "
+         f"({head.get('n_tiles', '?')} tiles)"),
+    ]
+
+
 def write_model_card(path: Path, bundle: ModelBundle) -> None:
     """Write a human-readable markdown model card for ``bundle`` to ``path`` (atomic)."""
     lo, hi = bundle.indeterminate_band
@@ -80,6 +98,7 @@ def write_model_card(path: Path, bundle: ModelBundle) -> None:
             f"std {_fmt(bundle.normalization.get('std'))}"
         ),
         f"- encoder: {bundle.encoder_name} (hash {bundle.encoder_hash()[:16]})",
+        *_encoder_lines(bundle),
         f"- slide model: gated attention MIL {bundle.mil_kwargs}",
         "",
         "## Training data",

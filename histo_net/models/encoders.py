@@ -105,6 +105,16 @@ def _pooled_dim(trunk: nn.Module, preset: EncoderPreset) -> int:
     return int(trunk.layer4[0].conv1.in_channels)  # type: ignore[index]  # layer3's output
 
 
+def feature_key_for(preset: EncoderPreset, weights_sha256: str) -> str:
+    """The features-cache key of ``preset`` with weights of ``weights_sha256`` (no model built).
+
+    sha256 over the preset fingerprint (architecture, tile spec, preprocessing, pooling)
+    and the weights hash: :meth:`PretrainedEncoder.feature_key` of the loaded encoder.
+    """
+    payload = {"preset": preset.fingerprint(), "weights": weights_sha256}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 class PretrainedEncoder(nn.Module):
     """Frozen pretrained trunk + the preset's preprocessing and pooling + optional linear head."""
 
@@ -182,8 +192,7 @@ class PretrainedEncoder(nn.Module):
         The head is not included: it does not change ``forward_features``.
         """
         weights = self.weights_sha256 or "state:" + state_sha256(self.trunk.state_dict())
-        payload = {"preset": self.preset.fingerprint(), "weights": weights}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return feature_key_for(self.preset, weights)
 
     def train(self, mode: bool = True) -> PretrainedEncoder:
         """Only the head follows ``mode``; the frozen trunk stays in eval mode (BN, dropout)."""

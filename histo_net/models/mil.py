@@ -16,6 +16,7 @@ initialisation and outputs as before the option existed.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -98,6 +99,18 @@ class GatedAttentionMIL(nn.Module):
     def attention(self, bags: Tensor, mask: Tensor) -> Tensor:
         """``(B,N,D)``, ``(B,N)`` -> ``(B,N)`` (or ``(B,C,N)`` class-specific) attention."""
         return self.forward_with_attention(bags, mask)[1]
+
+
+def attention_for_class(attention: Tensor | np.ndarray, class_index: int) -> np.ndarray:
+    """One slide's attention as ``(N,)`` float32: ``(N,)`` unchanged, ``(C,N)`` (class-specific)
+    -> row ``class_index`` (the class the heatmap explains)."""
+    attn = np.asarray(attention.detach().cpu() if isinstance(attention, Tensor) else attention,
+                      dtype=np.float32)
+    if attn.ndim == 2:
+        return np.ascontiguousarray(attn[int(class_index)])
+    if attn.ndim != 1:
+        raise ValueError(f"attention must be (N,) or (C,N), got {attn.shape}")
+    return attn
 
 
 def pad_bags(bags: list[Tensor]) -> tuple[Tensor, Tensor]:

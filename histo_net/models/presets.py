@@ -88,6 +88,19 @@ class EncoderPreset:
         out["mean"], out["std"] = list(self.mean), list(self.std)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderPreset:
+        """Inverse of :meth:`to_dict` (a bundle's stored recipe); ``ValueError`` when malformed."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown encoder preset fields: {', '.join(unknown)}")
+        values = dict(data)
+        values["model_kwargs"] = tuple(dict(values.get("model_kwargs") or {}).items())
+        values["mean"] = tuple(float(v) for v in values["mean"])
+        values["std"] = tuple(float(v) for v in values["std"])
+        return cls(**values)
+
     def fingerprint(self) -> str:
         """sha256 over the fields that change the embeddings (not licence, batch, precision)."""
         keep = ("name", "library", "architecture", "model_kwargs", "tile_size_px", "target_mpp",

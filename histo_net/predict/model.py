@@ -1,7 +1,9 @@
 """A loaded model bundle (both networks on a device) and the slide-level forward pass.
 
 The prediction, the attention heatmap and the calibrated probabilities all come from one
-MIL forward pass over the same embeddings.
+MIL forward pass over the same embeddings. With a class-specific MIL (one attention branch
+per class) the heatmap shows the attention row of the class the slide is called (or, when
+no class is named, the most probable one); the other rows stay on the decision.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from histo_net.features.ood import (
 )
 from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, load_bundle
-from histo_net.models.mil import GatedAttentionMIL
+from histo_net.models.encoders import PretrainedEncoder
+from histo_net.models.mil import GatedAttentionMIL, attention_for_class
 from histo_net.models.tile_cnn import TileClassifier
 from histo_net.predict.decision import SlideDecision, decide_outcomes, effective_band
 
@@ -35,18 +38,23 @@ class LoadedModel:
     """A bundle with both networks built on a device, and the bundle's sha256."""
 
     bundle: ModelBundle
-    encoder: TileClassifier
+    encoder: TileClassifier | PretrainedEncoder
     mil: GatedAttentionMIL
     device: torch.device
     bundle_path: Path
     bundle_sha256: str
 
 
-def load_model(bundle_path: Path, device: torch.device) -> LoadedModel:
-    """Load a bundle (weights-only) and build encoder + MIL in eval mode on ``device``."""
+def load_model(bundle_path: Path, device: torch.device,
+               encoder_weights: Path | None = None) -> LoadedModel:
+    """Load a bundle (weights-only) and build encoder + MIL in eval mode on ``device``.
+
+    ``encoder_weights``: the weights file of a bundle's pretrained encoder (else the path
+    recorded at training time); ``ModelBundleError`` when missing or its sha256 differs.
+    """
     bundle_path = Path(bundle_path).resolve()
     bundle = load_bundle(bundle_path)
-    encoder = bundle.build_encoder(device).to(memory_format=torch.channels_last)
+    encoder = bundle.build_encoder(device, encoder_weights=encoder_weights).to(memory_format=torch.channels_last)
     return LoadedModel(bundle=bundle, encoder=encoder, mil=bundle.build_mil(device), device=device,
                        bundle_path=bundle_path, bundle_sha256=sha256_file(bundle_path))
 
@@ -60,7 +68,11 @@ def applied_band(bundle: ModelBundle) -> tuple[float, float]:
 
 def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray,
                  checks: list[DomainCheck] | None = None) -> SlideDecision:
-    """Calibrate one slide's (C,) logits with the bundle and apply :func:`decide_outcomes`."""
+    """Calibrate one slide's (C,) logits with the bundle and apply :func:`decide_outcomes`.
+
+    ``attention`` (N,), or (C,N) from a class-specific MIL: the decision then carries the row
+    of the named class (else the most probable class), (N,) as the report expects.
+    """
     probs = calibrated_probs(np.asarray(logits)[None], bundle.temperature)[0]  # (C,)
     checks = list(checks or [])
     names = list(bundle.class_names)
@@ -69,14 +81,16 @@ def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray,
                           image_ok=[group_passed(checks, IMAGE)], tumour_detected=[group_passed(checks, TUMOUR)],
                           embedding_ok=[group_passed(checks, EMBEDDING)])
     named = int(out.named[0])
+    shown = attention_for_class(attention, named if named >= 0 else int(np.argmax(probs)))  # (N,)
     return SlideDecision(class_names=names, logits=np.asarray(logits), probabilities=probs,
-                         attention=np.asarray(attention), predicted_class=names[named] if named >= 0 else None,
+                         attention=shown, predicted_class=names[named] if named >= 0 else None,
                          outcome=out.outcome[0], checks=checks)
 
 
 @torch.no_grad()
 def mil_pass(model: LoadedModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One MIL forward over (N,D) embeddings -> (C,) logits and (N,) attention (float32)."""
+    """One MIL forward over (N,D) embeddings -> (C,) logits and (N,) attention (float32);
+    (C,N) attention from a class-specific MIL."""
     bag = torch.as_tensor(features, dtype=torch.float32, device=model.device)[None]  # (1,N,D)
     mask = torch.ones(bag.shape[:2], dtype=torch.bool, device=model.device)  # (1,N)
     logits, attention = model.mil.forward_with_attention(bag, mask)  # (1,C), (1,N)

@@ -99,10 +99,10 @@ def print_summary(summary: BatchSummary, out_dir: Path, stream: TextIO = sys.std
     print(f"{counts}; results: {out_dir / 'predictions.csv'}", file=stream)
 
 
-def _load_model(model_path: Path, device_name: str) -> LoadedModel:
+def _load_model(model_path: Path, device_name: str, encoder_weights: Path | None = None) -> LoadedModel:
     """The bundle on this rank's device; every failure is one ``ModelBundleError`` (exit 2)."""
     try:
-        return load_model(model_path, device_for_rank(device_name))
+        return load_model(model_path, device_for_rank(device_name), encoder_weights)
     except HistoNetError:
         raise
     except Exception as exc:  # noqa: BLE001  torch/registry errors of an unusable bundle
@@ -125,7 +125,8 @@ def _wait_for_all_ranks() -> None:
 def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path, cfg: PredictConfig,
                 device_name: str = "auto", mpp_override: float | None = None, shard: str | None = None,
                 overwrite: bool = False, progress: bool = True,
-                slide_timeout_s: float | None = None) -> BatchSummary:
+                slide_timeout_s: float | None = None,
+                encoder_weights: Path | None = None) -> BatchSummary:
     """Predict all slides of ``inputs`` (this process's shard) into ``out_dir``.
 
     ``ModelBundleError`` (exit 2) when the model is missing or unusable. Under torchrun
@@ -134,7 +135,7 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
     all_specs = resolve_inputs(list(inputs), mpp_override=mpp_override)
     index, count = resolve_shard(shard)
     specs = select_shard(all_specs, index, count, key=lambda s: s.slide_id)
-    model = _load_model(Path(model_path), device_name)
+    model = _load_model(Path(model_path), device_name, encoder_weights)
     by_id: dict[str, SlideSpec] = {s.slide_id: s for s in specs}
     settings = _settings_hash(cfg)
     hash_cache = load_hash_cache(out_dir) if out_dir.exists() else {}

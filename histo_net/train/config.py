@@ -5,11 +5,12 @@ Defaults are sized for a 2-core CPU: 128 px tiles at 0.5 um/px, resnet18.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from histo_net.config import StrictModel, TilingConfig
+from histo_net.models.presets import get_preset
 
 DEFAULT_CLASSES = ("neuroendocrine", "other_small_round_cell")
 
@@ -70,6 +71,22 @@ class MILConfig(StrictModel):
     max_bag_tiles: int = Field(512, ge=1, description="tiles sampled per training bag")
     patience: int = Field(15, ge=1)
     class_weights: bool = Field(True, description="inverse-frequency class weights in the loss")
+    class_specific: bool = Field(False, description="one attention branch per class (CLAM-MB); "
+                                 "each class's heatmap explains that class")
+
+
+class EncoderConfig(StrictModel):
+    """A pretrained encoder from a local file (frozen-feature mode) instead of our tile CNN."""
+
+    preset: str | None = Field(None, description="encoder preset (uni, uni2-h, virchow2, h-optimus-0, "
+                               "h-optimus-1, prov-gigapath, resnet50-imagenet, ...); null = train our "
+                               "own tile CNN")
+    weights: str | None = Field(None, description="local weights file of the preset (.safetensors, "
+                                ".bin, .pth); never downloaded")
+    head_epochs: int = Field(200, ge=1, description="full-batch steps of the linear tile head")
+    head_lr: float = Field(0.01, gt=0, description="AdamW learning rate of the tile head")
+    head_weight_decay: float = Field(1e-4, ge=0)
+    head_max_tiles_per_slide: int = Field(512, ge=1, description="training tiles per slide for the head")
 
 
 class CalibrationConfig(StrictModel):
@@ -121,6 +138,7 @@ class TrainConfig(StrictModel):
     tiling: TilingConfig = TilingConfig(target_mpp=0.5, tile_size_px=128)
     split: SplitConfig = SplitConfig()
     tile_cnn: TileCNNConfig = TileCNNConfig()
+    encoder: EncoderConfig = EncoderConfig()
     features: FeatureConfig = FeatureConfig()
     mil: MILConfig = MILConfig()
     calibration: CalibrationConfig = CalibrationConfig()
@@ -130,6 +148,29 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, ge=0)
     deterministic: bool = Field(False, description="deterministic algorithms and seeded workers (slower)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_tile_spec(cls, data: Any) -> Any:
+        """With ``encoder.preset`` the preset fixes tile size and mpp: unset tiling keys take
+        the preset's values, explicitly different ones are a one-line ``ConfigError``."""
+        if not isinstance(data, dict):
+            return data
+        enc = data.get("encoder")
+        name = enc.preset if isinstance(enc, EncoderConfig) else (
+            enc.get("preset") if isinstance(enc, dict) else None)
+        if not name:
+            return data
+        preset = get_preset(str(name))  # ConfigError listing the choices
+        tiling = data.get("tiling")
+        tiling = tiling.model_dump() if isinstance(tiling, TilingConfig) else dict(tiling or {})
+        size, mpp = tiling.get("tile_size_px"), tiling.get("target_mpp")
+        # unset keys take the preset's value; a set one must match it (one-line ConfigError)
+        preset.check_tile_spec(int(size if size is not None else preset.tile_size_px),
+                               float(mpp if mpp is not None else preset.target_mpp),
+                               where=f"encoder.preset={preset.name}")
+        tiling.update(tile_size_px=preset.tile_size_px, target_mpp=preset.target_mpp)
+        return {**data, "tiling": tiling}
+
     @model_validator(mode="after")
     def _classes(self) -> TrainConfig:
         if self.classes is not None:
@@ -137,4 +178,11 @@ class TrainConfig(StrictModel):
                 raise ValueError("classes must list at least two distinct names")
             if "non_tumour" in self.classes:
                 raise ValueError("'non_tumour' is reserved for tile labels")
+        if self.encoder.weights is not None and self.encoder.preset is None:
+            raise ValueError("encoder.weights needs encoder.preset (the architecture of the file)")
         return self
+
+    @property
+    def frozen_encoder(self) -> bool:
+        """True when a pretrained encoder preset replaces the tile CNN (frozen features)."""
+        return self.encoder.preset is not None

@@ -24,15 +24,10 @@ from histo_net.train.config import TrainConfig
 from histo_net.train.context import RunContext
 from histo_net.train.evaluation import EvalResult, compute_metrics, write_evaluation
 from histo_net.train.manifest import validate_manifest
-from histo_net.train.slide_model import eval_set, load_embeddings, stage_mil
+from histo_net.train.slide_model import eval_set, load_embeddings, run_stage_mil
 from histo_net.train.splits import patient_splits, slide_splits, write_splits_csv
-from histo_net.train.stages import (
-    embed_all,
-    load_trained_encoder,
-    stage_features,
-    stage_tile_cnn,
-    stage_tiles,
-)
+from histo_net.train.stages import embed_all, stage_features, stage_tile_cnn, stage_tiles
+from histo_net.train.tile_head import frozen_encoder
 from histo_net.wsi.inputs import SlideSpec
 
 logger = logging.getLogger(__name__)
@@ -91,6 +86,8 @@ def run_training(manifest: Path, out_dir: Path, cfg: TrainConfig, *, stage: str 
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_run_files(ctx)
         dist.barrier()
+        if cfg.frozen_encoder:
+            frozen_encoder(cfg)  # fail before tiling: missing weights / file (exit 2)
         stage_tiles(ctx)
         if stage in ("tiles", "all"):
             stage_tile_cnn(ctx, resume=resume)
@@ -98,8 +95,7 @@ def run_training(manifest: Path, out_dir: Path, cfg: TrainConfig, *, stage: str 
             stage_features(ctx)
         if stage in ("mil", "all"):
             if ctx.is_main:
-                _, cnn_ckpt, enc_hash = load_trained_encoder(ctx)
-                stage_mil(ctx, enc_hash, cnn_ckpt, resume=resume)
+                run_stage_mil(ctx, resume=resume)
             dist.barrier()
         return ctx.path("model.pt")
     finally:
@@ -166,16 +162,19 @@ def _check_overlap(bundle: ModelBundle, slides: list[SlideSpec], allow: bool) ->
 
 def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device: str = "auto",
                     workers: int | None = None, progress: bool = False,
-                    allow_overlap: bool = False) -> EvalResult:
+                    allow_overlap: bool = False,
+                    encoder_weights: Path | None = None) -> EvalResult:
     """Evaluate a bundle on a labelled manifest; writes metrics.json, report.md and plots.
 
     Refuses (``ConfigError``) slides the model trained or validated on unless
     ``allow_overlap``. Tiles go to ``out_dir/tiles`` and features to ``out_dir/features``
     (cache keyed by the bundle's encoder hash and the tiles). Slides are tiled with the
     bundle's tiling settings, embedded, checked and decided with the same steps as
-    ``predict``, so both make the same call.
+    ``predict``, so both make the same call. ``encoder_weights``: a pretrained encoder's
+    weights file (else the path recorded at training time; the sha256 must match).
     """
     bundle = load_bundle(Path(bundle_path))
+    encoder = bundle.build_encoder(torch.device("cpu"), encoder_weights=encoder_weights)  # fail early
     tm = validate_manifest(Path(manifest), bundle.class_names, require_two_classes=False)
     overlap = _check_overlap(bundle, list(tm.slides), allow_overlap)
     cfg = config_from_bundle(bundle)
@@ -188,7 +187,7 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
                      tile_class_names_override=list(bundle.tile_class_names))
     stage_tiles(ctx)
     enc_hash = bundle.encoder_hash()
-    embed_all(ctx, bundle.build_encoder(dev), enc_hash, {"encoder_name": bundle.encoder_name})
+    embed_all(ctx, encoder.to(dev), enc_hash, {"encoder_name": bundle.encoder_name})
     embs = load_embeddings(ctx, enc_hash)
     ev = eval_set(ctx, list(tm.slides), embs, bundle.build_mil(dev), bundle.domain_reference)
     result = compute_metrics(

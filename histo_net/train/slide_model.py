@@ -28,12 +28,20 @@ from histo_net.features.store import FeaturesKey, read_features_attrs, read_feat
 from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from histo_net.models.card import write_model_card
+from histo_net.models.mil import attention_for_class
 from histo_net.taxonomy import NON_TUMOUR
 from histo_net.train.context import RunContext, fingerprint, stage1_fingerprint
 from histo_net.train.crossfit import cross_fit_logits
 from histo_net.train.evaluation import EvalResult, EvalSet, compute_metrics, write_evaluation
 from histo_net.train.mil import predict_bags, train_mil
-from histo_net.train.stages import features_path
+from histo_net.train.stages import features_path, load_trained_encoder
+from histo_net.train.tile_head import (
+    FrozenEncoder,
+    TileHead,
+    frozen_encoder,
+    train_tile_head,
+    with_tile_probs,
+)
 from histo_net.wsi.inputs import SlideSpec
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,8 @@ def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbe
     slides = [s for s in slides if len(embs[s.slide_id].features)]
     bags = [torch.from_numpy(embs[s.slide_id].features) for s in slides]
     logits, attention = predict_bags(mil, bags, device=ctx.device)
+    # class-specific MIL: the predicted class's attention row, as prediction shows it
+    attention = [attention_for_class(a, int(np.argmax(lg))) for a, lg in zip(attention, logits)]
     names = ctx.class_names
     return EvalSet(
         slide_ids=[s.slide_id for s in slides],
@@ -84,6 +94,16 @@ def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbe
         in_tumour=[ctx.tiles[s.slide_id].in_tumour for s in slides],
         checks=slide_checks(ctx, slides, embs, reference) if reference is not None else None,
         subtypes=[s.extra.get("subtype", "") for s in slides])
+
+
+def mil_ctor_kwargs(ctx: RunContext) -> dict[str, Any]:
+    """``GatedAttentionMIL`` keyword arguments from the config (in_dim/num_classes added later)."""
+    mcfg = ctx.cfg.mil
+    kwargs: dict[str, Any] = {"hidden_dim": mcfg.hidden_dim, "attn_dim": mcfg.attn_dim,
+                              "dropout": mcfg.dropout}
+    if mcfg.class_specific:  # only when set, so default fingerprints and bundles are unchanged
+        kwargs["class_specific"] = True
+    return kwargs
 
 
 def calibration_method(ctx: RunContext) -> str:
@@ -114,7 +134,7 @@ def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Mo
             [torch.from_numpy(embs[s.slide_id].features) for s in pool],
             [names.index(str(s.label)) for s in pool], [s.patient_id or s.slide_id for s in pool],
             num_classes=len(names), folds=cal.folds, epochs=epochs, seed=ctx.cfg.seed, device=ctx.device,
-            mil_kwargs={"hidden_dim": mcfg.hidden_dim, "attn_dim": mcfg.attn_dim, "dropout": mcfg.dropout},
+            mil_kwargs=mil_ctor_kwargs(ctx),
             lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
             class_weighted=mcfg.class_weights)
         labels = np.asarray([names.index(str(s.label)) for s in pool], dtype=np.int64)
@@ -202,7 +222,8 @@ def mil_fingerprint(ctx: RunContext, enc_hash: str) -> str:
     return fingerprint(stage1_fingerprint(ctx), enc_hash, cfg.mil.model_dump(mode="json"),
                        cfg.calibration.model_dump(mode="json"), cfg.evaluation.model_dump(mode="json"),
                        cfg.guardrails.model_dump(mode="json"), cfg.domain.model_dump(mode="json"),
-                       ctx.positive_class)
+                       ctx.positive_class,
+                       *([cfg.encoder.model_dump(mode="json")] if cfg.frozen_encoder else []))
 
 
 def bundle_matches(ctx: RunContext, enc_hash: str) -> bool:
@@ -254,8 +275,37 @@ def validation_summary(val: EvalResult | None, test: EvalResult, cal: Calibratio
             "calibration_per_class": dict(cal.n_per_class)}
 
 
-def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resume: bool = False) -> Path:
-    """Train MIL, calibrate, fit the slide checks, evaluate on test, write the bundle."""
+def run_stage_mil(ctx: RunContext, *, resume: bool = False) -> Path:
+    """Stage 3 for either mode: the trained tile CNN's checkpoint, or the frozen encoder."""
+    if ctx.cfg.frozen_encoder:
+        frozen = frozen_encoder(ctx.cfg)
+        return stage_mil(ctx, frozen.feature_key, {}, resume=resume, frozen=frozen)
+    _, cnn_ckpt, enc_hash = load_trained_encoder(ctx)
+    return stage_mil(ctx, enc_hash, cnn_ckpt, resume=resume)
+
+
+def _encoder_fields(cnn_ckpt: dict[str, Any], frozen: FrozenEncoder | None, head: TileHead | None
+                    ) -> dict[str, Any]:
+    """The bundle's encoder fields: the tile CNN inside, or the pretrained reference + head."""
+    if frozen is None or head is None:
+        kwargs = cnn_ckpt["kwargs"]
+        return {"tile_class_names": list(cnn_ckpt["tile_class_names"]), "encoder_name": kwargs["backbone"],
+                "encoder_kwargs": dict(kwargs), "encoder_state": cnn_ckpt["state"]}
+    return {"tile_class_names": list(head.tile_class_names), "encoder_name": frozen.preset.name,
+            "encoder_kwargs": {"preset": frozen.preset.name, "num_classes": len(head.tile_class_names)},
+            "encoder_state": dict(head.state),
+            "pretrained_encoder": {**frozen.bundle_record(), "tile_head": {
+                "source": head.source, "n_tiles": head.n_tiles, "final_loss": head.final_loss}}}
+
+
+def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resume: bool = False,
+              frozen: FrozenEncoder | None = None) -> Path:
+    """Train MIL, calibrate, fit the slide checks, evaluate on test, write the bundle.
+
+    ``frozen``: frozen-feature mode; after MIL a linear tile head is trained on the cached
+    features (:func:`histo_net.train.tile_head.train_tile_head`) and its probabilities stand
+    in for the tile CNN's everywhere below; the bundle references the encoder's weights.
+    """
     bundle_path = ctx.path(BUNDLE_NAME)
     if bundle_matches(ctx, enc_hash):
         logger.info("stage 3 (MIL): bundle matches the settings; skipped")
@@ -268,7 +318,7 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
     if not val_bags:
         logger.warning("no validation slides; MIL early stopping and calibration use training slides")
         val_bags, val_labels = train_bags, train_labels
-    mil_kwargs = {"hidden_dim": mcfg.hidden_dim, "attn_dim": mcfg.attn_dim, "dropout": mcfg.dropout}
+    mil_kwargs = mil_ctor_kwargs(ctx)
     last = ctx.path("checkpoints", MIL_LAST)
     fp = mil_fingerprint(ctx, enc_hash)
     marker = last.with_name(last.name + ".fingerprint")
@@ -280,6 +330,10 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         epochs=mcfg.epochs, lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
         class_weighted=mcfg.class_weights, patience=mcfg.patience, seed=ctx.cfg.seed, device=ctx.device,
         checkpoint_path=last, resume=resume, log_csv=ctx.path("logs", "mil.csv"))
+    head = None
+    if frozen is not None:
+        head = train_tile_head(ctx, embs, mil)
+        embs = with_tile_probs(embs, head)
     best_epoch = int(np.argmin([h.get("val_loss", np.inf) for h in history])) if history else 0
     cal = calibrate(ctx, embs, mil, epochs=max(1, best_epoch + 1))
     qc_ref = _train_qc(ctx, embs)
@@ -309,12 +363,10 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         **{f"{sp}_slides": len(ctx.slides_in(sp)) for sp in ("train", "val", "test")},
         "annotations": ctx.manifest.has_annotations,
     }
-    kwargs = cnn_ckpt["kwargs"]
     bundle = ModelBundle(
-        class_names=names, tile_class_names=list(cnn_ckpt["tile_class_names"]),
-        positive_class=ctx.positive_class, target_mpp=float(ctx.cfg.tiling.target_mpp),
-        tile_size_px=int(ctx.cfg.tiling.tile_size_px), encoder_name=kwargs["backbone"],
-        encoder_kwargs=dict(kwargs), encoder_state=cnn_ckpt["state"],
+        class_names=names, positive_class=ctx.positive_class,
+        target_mpp=float(ctx.cfg.tiling.target_mpp), tile_size_px=int(ctx.cfg.tiling.tile_size_px),
+        **_encoder_fields(cnn_ckpt, frozen, head),
         mil_kwargs=dict(mil.init_kwargs),
         mil_state={k: v.detach().cpu() for k, v in mil.state_dict().items()},
         temperature=cal.temperature, threshold=cal.threshold, indeterminate_band=cal.band,

@@ -17,7 +17,7 @@ import torch
 
 from histo_net.distributed import barrier, select_shard
 from histo_net.errors import ConfigError, HistoNetError
-from histo_net.features.store import FeaturesKey, ensure_features
+from histo_net.features.store import FeaturesKey, ensure_features, read_features_attrs
 from histo_net.models.bundle import encoder_hash
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.models.tile_cnn import TileClassifier
@@ -33,6 +33,7 @@ from histo_net.train.data import (
     seed_worker,
 )
 from histo_net.train.engine import FitConfig, fit, prepare_model
+from histo_net.train.tile_head import frozen_encoder
 from histo_net.train.transforms import eval_transform, train_transform
 from histo_net.wsi.inputs import SlideSpec
 from histo_net.wsi.tiles_file import ensure_tiles, read_tiles_h5, tiles_path
@@ -150,7 +151,13 @@ def _resume_allowed(ctx: RunContext, last: Path, resume: bool, fp: str) -> bool:
 
 
 def stage_tile_cnn(ctx: RunContext, *, resume: bool) -> None:
-    """Train the tile classifier (DDP under torchrun) into ``checkpoints/tile_cnn.pt``."""
+    """Train the tile classifier (DDP under torchrun) into ``checkpoints/tile_cnn.pt``.
+
+    Skipped in frozen-feature mode (``encoder.preset`` set): the pretrained encoder is not trained.
+    """
+    if ctx.cfg.frozen_encoder:
+        logger.info("stage 1 (tile CNN): skipped, frozen pretrained encoder %s", ctx.cfg.encoder.preset)
+        return
     if stage1_outputs_match(ctx):
         logger.info("stage 1 (tile CNN): outputs match the settings; skipped")
         return
@@ -217,9 +224,33 @@ def embed_all(ctx: RunContext, encoder: torch.nn.Module, enc_hash: str, attrs: d
 
 
 def stage_features(ctx: RunContext) -> str:
-    """Embed every slide with the trained tile CNN; returns the encoder hash."""
+    """Embed every slide with the trained tile CNN (or, in frozen-feature mode, the pretrained
+    encoder); returns the encoder hash keying the features cache."""
+    if ctx.cfg.frozen_encoder:
+        return stage_frozen_features(ctx)
     encoder, ckpt, enc_hash = load_trained_encoder(ctx)
     embed_all(ctx, encoder, enc_hash, {"encoder_name": ckpt["kwargs"]["backbone"],
                                        "tile_class_names": list(ckpt["tile_class_names"])},
               amp=ctx.cfg.tile_cnn.amp)
     return enc_hash
+
+
+def stage_frozen_features(ctx: RunContext) -> str:
+    """Embed every slide once with the frozen pretrained encoder (no head: ``tile_probs`` (N,0));
+    returns the cache key (preset fingerprint + weights sha256). The trunk is only built when
+    some slide's cache is missing."""
+    frozen = frozen_encoder(ctx.cfg)
+    key = frozen.feature_key
+    cached = all(FeaturesKey.for_tiles(key, ctx.tiles[s.slide_id].tiles).matches(
+        read_features_attrs(features_path(ctx, s.slide_id))) for s in my_slides(ctx))
+    if cached:
+        logger.info("stage 2 (features): cached for %s; skipped", frozen.preset.name)
+        barrier()
+        return key
+    encoder = frozen.build(ctx.device)
+    if encoder.feature_key() != key:  # pragma: no cover - the same two hashes
+        raise ConfigError(f"{frozen.weights_path}: feature key changed while loading")
+    embed_all(ctx, encoder, key, {"encoder_name": frozen.preset.name, "tile_class_names": [],
+                                  "encoder_weights_sha256": frozen.weights_sha256},
+              amp=frozen.preset.precision != "float32")
+    return key
