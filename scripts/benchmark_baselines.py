@@ -223,6 +223,28 @@ def _encode(values: list[str], classes: list[str]) -> np.ndarray:
     return np.array([classes.index(v) for v in values], np.int64)
 
 
+def _subtype_proba(train: Cohort, test: Cohort | None, name: str, subtypes: list[str],
+                   seed: int) -> np.ndarray:
+    """(tiles, subtypes) multinomial probabilities on feature set ``name``: CV on ``train``
+    (``test`` None) or fit on ``train`` and score ``test``."""
+    ys_tr = _encode(train.subtypes, subtypes)[train.tile_slide]
+    if test is None:
+        return _cv_proba(train.feats[name], ys_tr, np.asarray(train.patients)[train.tile_slide], 5, seed)
+    model = _model().fit(train.feats[name], ys_tr)
+    sp = np.zeros((len(test.tile_slide), len(subtypes)))
+    sp[:, model.classes_] = model.predict_proba(test.feats[name])
+    return sp
+
+
+def _subtype_scores(score: Score, target: Cohort, sp: np.ndarray, subtypes: list[str]) -> None:
+    """Macro one-vs-rest subtype AUROC of ``sp`` at tile and slide level, into ``score``."""
+    ys = _encode(target.subtypes, subtypes)
+    score.subtype_tile_auroc = float(auroc(ys[target.tile_slide], sp))
+    sp_slide = _slide_mean(sp, target.tile_slide, len(target.slide_ids))
+    ok = np.isfinite(sp_slide).all(1)
+    score.subtype_slide_auroc = float(auroc(ys[ok], sp_slide[ok]))
+
+
 def evaluate_via_subtype(train: Cohort, test: Cohort | None, n_boot: int, seed: int,
                          positive_label: str = "neuroendocrine") -> Score:
     """(e'): all features -> multinomial subtype fit -> label score = summed probability of the
@@ -234,24 +256,13 @@ def evaluate_via_subtype(train: Cohort, test: Cohort | None, n_boot: int, seed: 
         return score
     positive = [subtypes.index(s) for s in subtypes
                 if any(lab == positive_label for lab, st in zip(train.labels, train.subtypes) if st == s)]
-    x_tr = train.feats["all"]
-    ys_tr = _encode(train.subtypes, subtypes)[train.tile_slide]
-    if test is None:
-        sp = _cv_proba(x_tr, ys_tr, np.asarray(train.patients)[train.tile_slide], 5, seed)
-    else:
-        model = _model().fit(x_tr, ys_tr)
-        sp = np.zeros((len(test.tile_slide), len(subtypes)))
-        sp[:, model.classes_] = model.predict_proba(test.feats["all"])
+    sp = _subtype_proba(train, test, "all", subtypes, seed)
     y_slide = (np.asarray(target.labels) == positive_label).astype(int)
     p_tile = sp[:, positive].sum(1)
     score.tile_auroc = float(auroc(y_slide[target.tile_slide], p_tile))
     p_slide = _slide_mean(p_tile[:, None], target.tile_slide, len(target.slide_ids))[:, 0]
     score.slide_auroc, score.slide_ci = _auroc_ci(y_slide, p_slide, n_boot, seed)
-    ys = _encode(target.subtypes, subtypes)
-    score.subtype_tile_auroc = float(auroc(ys[target.tile_slide], sp))
-    sp_slide = _slide_mean(sp, target.tile_slide, len(target.slide_ids))
-    ok = np.isfinite(sp_slide).all(1)
-    score.subtype_slide_auroc = float(auroc(ys[ok], sp_slide[ok]))
+    _subtype_scores(score, target, sp, subtypes)
     return score
 
 
@@ -275,18 +286,7 @@ def evaluate_tiles(train: Cohort, test: Cohort | None, name: str, n_boot: int, s
     slide_p = _slide_mean(proba, target.tile_slide, len(target.slide_ids))[:, 0]
     score.slide_auroc, score.slide_ci = _auroc_ci((y_slide == 0).astype(int), slide_p, n_boot, seed)
     if len(subtypes) > 2 and set(target.subtypes) <= set(subtypes):
-        ys_tr = _encode(train.subtypes, subtypes)[train.tile_slide]
-        if test is None:
-            sp = _cv_proba(x_tr, ys_tr, np.asarray(train.patients)[train.tile_slide], 5, seed)
-        else:
-            model = _model().fit(x_tr, ys_tr)
-            sp = np.zeros((len(test.tile_slide), len(subtypes)))
-            sp[:, model.classes_] = model.predict_proba(test.feats[name])
-        ys = _encode(target.subtypes, subtypes)
-        score.subtype_tile_auroc = float(auroc(ys[target.tile_slide], sp))
-        sp_slide = _slide_mean(sp, target.tile_slide, len(target.slide_ids))
-        ok = np.isfinite(sp_slide).all(1)
-        score.subtype_slide_auroc = float(auroc(ys[ok], sp_slide[ok]))
+        _subtype_scores(score, target, _subtype_proba(train, test, name, subtypes, seed), subtypes)
     return score
 
 
