@@ -84,11 +84,13 @@ def prefers_channels_last(encoder: nn.Module) -> bool:
     """True for convolutional encoders: some ``Conv2d`` whose kernel differs from its stride.
 
     A ViT's patch embedding (kernel = stride) does not count: channels_last only pays for
-    real convolution stacks (ResNet, ConvNeXt...). An ``encoder.channels_last`` attribute wins.
+    real convolution stacks (ResNet, ConvNeXt...). An ``encoder.channels_last`` or
+    ``encoder.preset.channels_last`` (registry presets) flag wins.
     """
-    flag = getattr(encoder, "channels_last", None)
-    if isinstance(flag, bool):
-        return flag
+    for owner in (encoder, getattr(encoder, "preset", None)):
+        flag = getattr(owner, "channels_last", None)
+        if isinstance(flag, bool):
+            return flag
     return any(isinstance(m, nn.Conv2d) and tuple(m.kernel_size) != tuple(m.stride)
                for m in encoder.modules())
 

@@ -170,7 +170,8 @@ class SlideTiming:
 
     ``first_batch_at``/``last_batch_at``: the first batch handed to / the last returned by
     the model; None without tiles. ``tiling_wait_s``: time the model thread waited for the
-    tiling (0 when it was ready).
+    tiling (0 when it was ready); ``reader_wait_s``: time it waited for tile batches from
+    the readers between the first and the last batch (the rest is the model).
     """
 
     slide_id: str
@@ -178,6 +179,7 @@ class SlideTiming:
     tiling_wait_s: float
     first_batch_at: float | None = None
     last_batch_at: float | None = None
+    reader_wait_s: float = 0.0
 
 
 def slide_gaps_s(timings: Sequence[SlideTiming]) -> list[float]:
@@ -348,12 +350,17 @@ class SlideStream:
         bar = progress_bar(len(tiling.coords), spec.path.name) if self._progress and items else None
 
         def batches() -> Iterator[Tensor]:
+            asked = time.monotonic()
             for tiles in self._reader.batches(items):
+                now = time.monotonic()
                 if self._closing:
                     raise SlideReadError(f"{spec.path}: stopped (the run is shutting down)")
                 if timing.first_batch_at is None:
-                    timing.first_batch_at = time.monotonic()
+                    timing.first_batch_at = now
+                else:
+                    timing.reader_wait_s += now - asked
                 yield tiles
+                asked = time.monotonic()
 
         def done_batch(n: int) -> None:
             timing.last_batch_at = time.monotonic()
