@@ -225,6 +225,7 @@ class SlideStream:
         self._requested: deque[str] = deque()
         self._slots: dict[str, _Slot] = {}
         self._ready = 0  # computed, not yet taken (speculative ones count against lookahead)
+        self._abandoned: set[str] = set()  # being computed, but the runner already passed them
         self._cond = threading.Condition()
         self._closing = False
         self._tiling_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="histo-net-tiling")
@@ -258,6 +259,7 @@ class SlideStream:
         """
         with self._cond:
             self._drop_untaken_before(slide_id)
+            self._abandoned.discard(slide_id)  # asked for after all: deliver it
             slot = self._slots.get(slide_id)
             if slot is None:
                 slot = self._slots[slide_id] = _Slot()
@@ -276,9 +278,14 @@ class SlideStream:
         if slide_id not in self._order:
             return
         before = set(self._order[:self._order.index(slide_id)])
-        for sid in [s for s, slot in self._slots.items() if s in before and slot.future.done()]:
-            del self._slots[sid]
-            self._ready -= 1
+        for sid, slot in list(self._slots.items()):
+            if sid not in before:
+                continue
+            if slot.future.done():
+                del self._slots[sid]
+                self._ready -= 1
+            elif slot.started:  # still being computed: dropped when it finishes
+                self._abandoned.add(sid)
         self._cond.notify_all()
 
     # -- the model thread ---------------------------------------------------------------
@@ -332,6 +339,14 @@ class SlideStream:
             except BaseException as exc:  # noqa: BLE001  handed to the runner as this slide's failure
                 result = exc
             with self._cond:
+                if slide_id in self._abandoned:  # the runner passed it by: free the slot
+                    self._abandoned.discard(slide_id)
+                    if self._slots.get(slide_id) is slot:
+                        del self._slots[slide_id]
+                    slot.future.set_exception(SlideReadError(f"{slide_id}: computed after the runner "
+                                                             "passed it by; recomputed on request"))
+                    self._cond.notify_all()
+                    continue
                 self._ready += 1
                 if isinstance(result, BaseException):
                     slot.future.set_exception(result)
