@@ -180,15 +180,20 @@ class SlideTiming:
     first_batch_at: float | None = None
     last_batch_at: float | None = None
     reader_wait_s: float = 0.0
+    #: time the model thread was held back before this slide because it was ``lookahead``
+    #: slides ahead of the report writing (back-pressure: the reports are the slower stage)
+    backpressure_s: float = 0.0
 
 
-def slide_gaps_s(timings: Sequence[SlideTiming]) -> list[float]:
+def slide_gaps_s(timings: Sequence[SlideTiming], *, exclude_backpressure: bool = False) -> list[float]:
     """Per-slide fixed overhead: seconds between one slide's last batch and the next one's
-    first batch, for consecutive slides of the model thread (both with tiles)."""
+    first batch, for consecutive slides of the model thread (both with tiles); with
+    ``exclude_backpressure`` less the time the model was held back by the report writing."""
     gaps = []
     for prev, cur in itertools.pairwise(timings):
         if prev.last_batch_at is not None and cur.first_batch_at is not None:
-            gaps.append(cur.first_batch_at - prev.last_batch_at)
+            held = cur.backpressure_s if exclude_backpressure else 0.0
+            gaps.append(max(0.0, cur.first_batch_at - prev.last_batch_at - held))
     return gaps
 
 
@@ -330,12 +335,14 @@ class SlideStream:
 
     def _loop(self) -> None:
         while True:
+            asked = time.monotonic()
             job = self._next_job()
             if job is None:
                 return
             slide_id, slot = job
+            held_s = time.monotonic() - asked
             try:
-                result: Any = self._compute(slide_id)
+                result: Any = self._compute(slide_id, held_s)
             except BaseException as exc:  # noqa: BLE001  handed to the runner as this slide's failure
                 result = exc
             with self._cond:
@@ -354,12 +361,13 @@ class SlideStream:
                     slot.future.set_result(result)
                 self._cond.notify_all()
 
-    def _compute(self, slide_id: str) -> PreparedSlide:
+    def _compute(self, slide_id: str, held_s: float = 0.0) -> PreparedSlide:
         spec = self._specs[slide_id]
         waited = time.monotonic()
         tiling_future = self._tiling_future(slide_id)
         tiling = tiling_future.result()
-        timing = SlideTiming(slide_id, len(tiling.coords), time.monotonic() - waited)
+        timing = SlideTiming(slide_id, len(tiling.coords), time.monotonic() - waited,
+                             backpressure_s=held_s)
         self._prefetch_tiling(self._peek_next())  # the next slide tiles while this one embeds
         items = batch_items(spec.path, tiling.coords, tiling.plan, self._batch_size, spec.mpp)
         bar = progress_bar(len(tiling.coords), spec.path.name) if self._progress and items else None
