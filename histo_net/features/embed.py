@@ -112,14 +112,19 @@ class BatchEncoder:
         self.channels_last = prefers_channels_last(encoder)
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
-        self._forward = self._forward_eager
-        if compile:
-            self._forward = torch.compile(self._forward_eager, dynamic=False)
+        self._encode = self._encode_eager
+        if compile:  # the encoder only: the QC kernels are cheap and stay eager
+            self._encode = torch.compile(self._encode_eager, dynamic=False)
 
-    def _forward_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(self.device, enabled=self.amp):
             f = self.encoder.forward_features(x)  # (B,D)
             logits = self.encoder.forward_head(f)  # (B,C)
+        return f, logits
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) uint8 on the device -> features, probabilities, QC (float32, device)."""
+        f, logits = self._encode(x)
         qc = tile_qc_features(x)  # (B,K) on the device, same batch
         return f.float(), torch.softmax(logits.float(), dim=1), qc.float()
 

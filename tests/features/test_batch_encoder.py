@@ -55,3 +55,33 @@ def test_predict_config_accepts_auto() -> None:
     assert PredictConfig(workers=2).workers == 2
     with pytest.raises(ValueError):
         PredictConfig(workers="lots")
+
+
+class _TinyCNN(nn.Module):
+    """forward_features / forward_head like the package encoders, small enough to compile fast."""
+
+    embed_dim, num_classes = 8, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float() / 255.0).mean(dim=(2, 3))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(f)
+
+
+@pytest.mark.slow
+def test_compiled_forward_matches_eager() -> None:
+    from histo_net.features.embed import BatchEncoder
+
+    torch.manual_seed(0)
+    model = _TinyCNN()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    eager = BatchEncoder(model, torch.device("cpu"))(x)
+    compiled = BatchEncoder(model, torch.device("cpu"), compile=True)(x)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
