@@ -100,3 +100,54 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+#: reader workers beside the model on a CPU-only machine with at most this many cores: measured
+#: with scripts/benchmark_inference.py (0 vs 1 vs 2 on 2 cores; see README "Throughput")
+CPU_SMALL_NODE_CORES = 2
+CPU_SMALL_NODE_WORKERS = 1
+#: most reader workers on an accelerator node (more only adds memory and start-up time)
+GPU_MAX_WORKERS = 8
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(device: torch.device, cores: int | None = None) -> int:
+    """Tile-reader worker processes for ``--workers auto``: the one rule.
+
+    Accelerator: ``cores - 1`` (one core feeds the device), capped at :data:`GPU_MAX_WORKERS`.
+    CPU: the model's own threads need the cores, so readers take few: on a small node
+    (<= :data:`CPU_SMALL_NODE_CORES` cores) the measured best :data:`CPU_SMALL_NODE_WORKERS`,
+    else a quarter of the cores (at most 4).
+    """
+    n = available_cores() if cores is None else max(1, int(cores))
+    if device.type != "cpu":
+        return max(1, min(GPU_MAX_WORKERS, n - 1))
+    if n <= CPU_SMALL_NODE_CORES:
+        return min(CPU_SMALL_NODE_WORKERS, n)
+    return max(1, min(4, n // 4))
+
+
+def resolve_workers(workers: int | str | None, device: torch.device, *,
+                    default: int | None = None) -> int:
+    """A worker setting (an int >= 0, ``"auto"``, or None = ``default``/auto) as an int.
+
+    ``ConfigError`` for anything else (a negative number, an unknown word).
+    """
+    if workers is None:
+        return auto_workers(device) if default is None else int(default)
+    if isinstance(workers, str):
+        key = workers.strip().lower()
+        if key == "auto":
+            return auto_workers(device)
+        if not key.lstrip("-").isdigit():
+            raise ConfigError(f"workers '{workers}': expected a number >= 0 or 'auto'")
+        workers = int(key)
+    if isinstance(workers, bool) or int(workers) < 0:
+        raise ConfigError(f"workers {workers!r}: expected a number >= 0 or 'auto'")
+    return int(workers)

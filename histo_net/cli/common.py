@@ -29,6 +29,19 @@ def positive_int(text: str) -> int:
     return int(_positive(text, int, "an integer"))
 
 
+def workers_value(text: str) -> int | str:
+    """argparse type for --workers: an int >= 0 or ``auto`` (chosen from cores and device)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}")
+    return value
+
+
 def add_slide_inputs(parser: argparse.ArgumentParser) -> None:
     """INPUT... (slides, folders, manifest CSVs), --out, --mpp, --overwrite."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -78,8 +91,9 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
                         help="compute device (auto: cuda when available)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="tiles per batch (default from the config, 64)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader worker processes reading tiles (default: min(4, cores))")
+    parser.add_argument("--workers", type=workers_value, default=None,
+                        help="DataLoader worker processes reading tiles: a number or 'auto' "
+                             "(from cores and device; default: min(4, cores))")
 
 
 def flag_overrides(overrides: list[str], **flags: object) -> list[str]:

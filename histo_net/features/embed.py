@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,48 +80,123 @@ def _batches_or_typed_error(batches: Iterable[Any], slide_path: Path) -> Iterato
         yield batch
 
 
-@torch.no_grad()
+def prefers_channels_last(encoder: nn.Module) -> bool:
+    """True for convolutional encoders: some ``Conv2d`` whose kernel differs from its stride.
+
+    A ViT's patch embedding (kernel = stride) does not count: channels_last only pays for
+    real convolution stacks (ResNet, ConvNeXt...). An ``encoder.channels_last`` or
+    ``encoder.preset.channels_last`` (registry presets) flag wins.
+    """
+    for owner in (encoder, getattr(encoder, "preset", None)):
+        flag = getattr(owner, "channels_last", None)
+        if isinstance(flag, bool):
+            return flag
+    return any(isinstance(m, nn.Conv2d) and tuple(m.kernel_size) != tuple(m.stride)
+               for m in encoder.modules())
+
+
+class BatchEncoder:
+    """The per-batch work of the one encoder pass, set up once per process.
+
+    Eval mode, ``torch.inference_mode``, channels_last for convolutional encoders, autocast
+    (bf16 on CUDA and on CPUs with native bf16, see :func:`histo_net.device.amp_dtype`;
+    off elsewhere) and, when ``compile`` is set, ``torch.compile`` of the forward.
+    QC descriptors are computed on the device from the same uint8 batch.
+    """
+
+    def __init__(self, encoder: nn.Module, device: torch.device, *, amp: bool = True,
+                 compile: bool = False) -> None:
+        self.encoder = encoder.eval()
+        self.device = device
+        self.amp = amp
+        self.channels_last = prefers_channels_last(encoder)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+        self._encode = self._encode_eager
+        if compile:  # the encoder only: the QC kernels are cheap and stay eager
+            self._encode = torch.compile(self._encode_eager, dynamic=False)
+
+    def _encode_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(self.device, enabled=self.amp):
+            f = self.encoder.forward_features(x)  # (B,D)
+            logits = self.encoder.forward_head(f)  # (B,C)
+        return f, logits
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) uint8 on the device -> features, probabilities, QC (float32, device)."""
+        f, logits = self._encode(x)
+        qc = tile_qc_features(x)  # (B,K) on the device, same batch
+        return f.float(), torch.softmax(logits.float(), dim=1), qc.float()
+
+    def __call__(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) uint8 tiles (any device) -> features (B,D), softmax probabilities (B,C)
+        and QC descriptors (B,K), float32 on the CPU."""
+        with torch.inference_mode():
+            x = tiles.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            f, p, q = self._forward(x)
+            return f.cpu(), p.cpu(), q.cpu()
+
+
+def empty_embedding(encoder: nn.Module) -> SlideEmbedding:
+    """The embedding of a slide without tiles: (0,D), (0,C), (0,0) float32."""
+    dim = int(getattr(encoder, "embed_dim", 0))
+    n_cls = int(getattr(encoder, "num_classes", 0))
+    return SlideEmbedding(np.zeros((0, dim), np.float32), np.zeros((0, n_cls), np.float32),
+                          np.zeros((0, 0), np.float32))
+
+
+def embed_batches(runner: BatchEncoder, batches: Iterable[torch.Tensor],
+                  on_batch: Callable[[int], None] | None = None) -> SlideEmbedding:
+    """Run ``runner`` over (B,3,H,W) uint8 batches in order and stack the outputs.
+
+    ``on_batch(n_tiles)`` is called after each batch (progress bars, timing).
+    """
+    feats, probs, qcs = [], [], []
+    for tiles in batches:
+        f, p, q = runner(tiles)
+        feats.append(f)
+        probs.append(p)
+        qcs.append(q)
+        if on_batch is not None:
+            on_batch(len(tiles))
+    if not feats:
+        return empty_embedding(runner.encoder)
+    return SlideEmbedding(torch.cat(feats).numpy(), torch.cat(probs).numpy(), torch.cat(qcs).numpy())
+
+
+def progress_bar(total: int, name: str) -> Any:
+    """A tqdm bar over ``total`` tiles (None-disabled when stderr is not a terminal)."""
+    from tqdm import tqdm  # deferred: only when a bar is shown
+
+    return tqdm(total=total, desc=name, unit="tile", leave=False,
+                disable=None)  # None: no bar when stderr is not a terminal (logs, torchrun)
+
+
 def embed_slide(
     encoder: nn.Module, slide_path: Path | str, coords: Coords, plan: ReadPlan, *,
     device: torch.device, batch_size: int = 64, workers: int | None = None,
     mpp_override: float | None = None, amp: bool = True, progress: bool = False,
+    runner: BatchEncoder | None = None,
 ) -> SlideEmbedding:
     """Embed every tile at ``coords`` with ``encoder`` (a ``TileClassifier``-like module).
 
     ``encoder`` provides ``forward_features`` ((B,3,H,W) uint8 -> (B,D)) and ``forward_head``
-    ((B,D) -> (B,C)); it is put in eval mode and channels_last. ``workers`` None =
-    ``min(4, cores)`` capped by the number of batches.
+    ((B,D) -> (B,C)). ``workers`` None = ``min(4, cores)`` capped by the number of batches.
+    ``runner``: a prepared :class:`BatchEncoder` (else one is made here, without compile).
+    A fresh DataLoader per call: :mod:`histo_net.predict.stream` keeps one across slides.
     """
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     n_batches = -(-len(coords) // batch_size)
     workers = default_workers(n_batches) if workers is None else max(0, int(workers))
     dataset = TileDataset(slide_path, coords, plan, transform=None, mpp_override=mpp_override)
-    encoder.eval()
-    encoder.to(memory_format=torch.channels_last)
-    feats, probs, qcs = [], [], []
-    batches: Any = _loader(dataset, batch_size, workers, device)
-    bar = None
-    if progress:
-        from tqdm import tqdm  # deferred: only when a bar is shown
-
-        bar = tqdm(total=len(coords), desc=Path(slide_path).name, unit="tile", leave=False,
-                   disable=None)  # None: no bar when stderr is not a terminal (logs, torchrun)
-    for tiles, _ in _batches_or_typed_error(batches, Path(slide_path)):
-        x = tiles.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device, enabled=amp):
-            f = encoder.forward_features(x)  # (B,D)
-            logits = encoder.forward_head(f)  # (B,C)
-        feats.append(f.float().cpu())
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        qcs.append(tile_qc_features(x).float().cpu())  # (B,K)
+    runner = runner if runner is not None else BatchEncoder(encoder, device, amp=amp)
+    loader: Any = _loader(dataset, batch_size, workers, device)
+    bar = progress_bar(len(coords), Path(slide_path).name) if progress else None
+    tiles = (batch for batch, _ in _batches_or_typed_error(loader, Path(slide_path)))
+    try:
+        return embed_batches(runner, tiles, None if bar is None else bar.update)
+    finally:
         if bar is not None:
-            bar.update(len(tiles))
-    if bar is not None:
-        bar.close()
-    if not feats:
-        dim = int(getattr(encoder, "embed_dim", 0))
-        n_cls = int(getattr(encoder, "num_classes", 0))
-        return SlideEmbedding(np.zeros((0, dim), np.float32), np.zeros((0, n_cls), np.float32),
-                              np.zeros((0, 0), np.float32))
-    return SlideEmbedding(torch.cat(feats).numpy(), torch.cat(probs).numpy(),
-                          torch.cat(qcs).numpy())
+            bar.close()

@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from histo_net import __version__
 from histo_net.config import StrictModel, TilingConfig
+from histo_net.device import resolve_workers
 from histo_net.errors import NoTissueError
-from histo_net.features.embed import embed_slide
+from histo_net.features.embed import SlideEmbedding, embed_slide
 from histo_net.features.ood import tile_area_mm2
 from histo_net.predict.model import LoadedModel, applied_band, predict_embedding
 from histo_net.predict.summary import SlideSummary
@@ -35,7 +37,11 @@ class PredictConfig(StrictModel):
     """``histo-net predict`` settings (configs/predict.yaml). Tile size and mpp come from the bundle."""
 
     batch_size: int = Field(64, ge=1, description="tiles per encoder batch")
-    workers: int | None = Field(None, ge=0, description="DataLoader workers; None = min(4, cores)")
+    workers: int | Literal["auto"] | None = Field(
+        None, description="tile-reader worker processes: a number >= 0, 'auto' (histo_net.device."
+                          "auto_workers: cores and device), or None = min(4, cores)")
+    torch_compile: bool = Field(False, description="torch.compile the encoder forward (slow first "
+                                                   "batch; pays on long GPU runs)")
     gallery_top_k: int = Field(8, ge=0, description="most-attended tiles shown in the report")
     gallery_bottom_k: int = Field(4, ge=0, description="least-attended tiles shown in the report")
     min_tiles: int = Field(4, ge=1, description="fewer tissue tiles than this is a failure (NoTissueError)")
@@ -59,25 +65,41 @@ def _gallery(slide: Slide, tiling: TilingResult, order: np.ndarray, attention: n
     return tiles
 
 
+def tile_for_predict(spec: SlideSpec, model: LoadedModel, cfg: PredictConfig,
+                     slide_timeout_s: float | None = None) -> TilingResult:
+    """Open + tissue + tiling + thumbnail under the per-slide wall-clock limit (a child
+    process); ``NoTissueError`` below ``cfg.min_tiles`` tiles."""
+    tiling = tile_with_limit(spec.path, spec.mpp, tiling_config_for(model, cfg), slide_timeout_s).result
+    if len(tiling.coords) < cfg.min_tiles:
+        raise NoTissueError(f"{spec.path}: only {len(tiling.coords)} tissue tile(s), need {cfg.min_tiles}")
+    return tiling
+
+
 def predict_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig, *,
                   input_sha256: str, progress: bool = False,
                   slide_timeout_s: float | None = None) -> SlideSummary:
     """Run the whole pipeline for ``spec`` and write its report files into ``slide_dir``.
 
-    Returns the slide's :class:`SlideSummary` for the batch record. Raises typed
-    ``HistoNetError`` subclasses for bad input.
+    One slide on its own (a fresh reader per call); batches of slides stream through
+    :mod:`histo_net.predict.stream` with the same stages. Returns the slide's
+    :class:`SlideSummary` for the batch record. Raises typed ``HistoNetError`` subclasses
+    for bad input.
     """
+    tiling = tile_for_predict(spec, model, cfg, slide_timeout_s)
+    workers = None if cfg.workers is None else resolve_workers(cfg.workers, model.device)
+    emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
+                      batch_size=cfg.batch_size, workers=workers, mpp_override=spec.mpp,
+                      progress=progress)
+    return finish_slide(spec, model, slide_dir, cfg, tiling, emb, input_sha256=input_sha256)
+
+
+def finish_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: PredictConfig,
+                 tiling: TilingResult, emb: SlideEmbedding, *, input_sha256: str) -> SlideSummary:
+    """MIL + decision + gallery for an embedded slide, then its report files in ``slide_dir``."""
     bundle = model.bundle
-    # open + tissue + tiling + thumbnail under the per-slide wall-clock limit (a child process)
     tiling_cfg = tiling_config_for(model, cfg)
-    tiling = tile_with_limit(spec.path, spec.mpp, tiling_cfg, slide_timeout_s).result
     with open_slide(spec.path, mpp_override=spec.mpp) as slide:
         n_tiles = len(tiling.coords)
-        if n_tiles < cfg.min_tiles:
-            raise NoTissueError(f"{spec.path}: only {n_tiles} tissue tile(s), need {cfg.min_tiles}")
-        emb = embed_slide(model.encoder, spec.path, tiling.coords, tiling.plan, device=model.device,
-                          batch_size=cfg.batch_size, workers=cfg.workers,
-                          mpp_override=spec.mpp, progress=progress)
         decision, stats = predict_embedding(model, emb,
                                             tile_area=tile_area_mm2(tiling_cfg.stride, bundle.target_mpp))
         ranked = np.argsort(-decision.attention, kind="stable")

@@ -10,11 +10,11 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from histo_net.batch.runner import BatchSummary, SlideTask, run_batch
+from histo_net.batch.runner import BatchSummary, SlideTask, is_done, run_batch
 from histo_net.batch.state import (
     DONE,
     FAILED,
@@ -23,6 +23,7 @@ from histo_net.batch.state import (
     read_states,
     rebuild_run_files,
 )
+from histo_net.device import resolve_workers
 from histo_net.distributed import (
     device_for_rank,
     env_rank,
@@ -31,10 +32,14 @@ from histo_net.distributed import (
     select_shard,
 )
 from histo_net.errors import HistoNetError, ModelBundleError
+from histo_net.features.embed import BatchEncoder
+from histo_net.features.tiles import default_workers
 from histo_net.predict.model import LoadedModel, load_model
-from histo_net.predict.pipeline import PredictConfig, predict_slide
+from histo_net.predict.pipeline import PredictConfig, finish_slide, tile_for_predict
+from histo_net.predict.stream import PersistentTileReader, SlideStream, SlideTiming
 from histo_net.predict.summary import SlideSummary, prediction_run_files
 from histo_net.wsi.inputs import SlideSpec, resolve_inputs
+from histo_net.wsi.tiling import TilingResult
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ def _input_sha256(path: Path, cache: dict) -> str | None:
 
 
 def _settings_hash(cfg: PredictConfig) -> str:
-    relevant = cfg.model_dump(exclude={"batch_size", "workers"})
+    relevant = cfg.model_dump(exclude={"batch_size", "workers", "torch_compile"})  # speed only
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,8 +131,12 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
                 device_name: str = "auto", mpp_override: float | None = None, shard: str | None = None,
                 overwrite: bool = False, progress: bool = True,
                 slide_timeout_s: float | None = None,
-                encoder_weights: Path | None = None) -> BatchSummary:
+                encoder_weights: Path | None = None,
+                on_timing: Callable[[SlideTiming], None] | None = None) -> BatchSummary:
     """Predict all slides of ``inputs`` (this process's shard) into ``out_dir``.
+
+    Slides stream through one model thread and one reader pool (:mod:`histo_net.predict.stream`);
+    ``on_timing`` receives each slide's model-thread timestamps (benchmarks).
 
     ``ModelBundleError`` (exit 2) when the model is missing or unusable. Under torchrun
     (no ``--shard``) rank 0 waits for the other ranks and prints the table of all slides.
@@ -136,7 +145,6 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
     index, count = resolve_shard(shard)
     specs = select_shard(all_specs, index, count, key=lambda s: s.slide_id)
     model = _load_model(Path(model_path), device_name, encoder_weights)
-    by_id: dict[str, SlideSpec] = {s.slide_id: s for s in specs}
     settings = _settings_hash(cfg)
     hash_cache = load_hash_cache(out_dir) if out_dir.exists() else {}
     tasks = [SlideTask(slide_id=s.slide_id, path=s.path, label=s.label,
@@ -145,15 +153,30 @@ def run_predict(inputs: Sequence[str | Path], *, model_path: Path, out_dir: Path
                                   "mpp": s.mpp})
              for s in specs]
 
-    def process(task: SlideTask, slide_dir: Path) -> SlideSummary:
-        return predict_slide(by_id[task.slide_id], model, slide_dir, cfg,
-                             input_sha256=task.input_key["input_sha256"] or "", progress=progress,
-                             slide_timeout_s=slide_timeout_s)
-
     out_dir.mkdir(parents=True, exist_ok=True)
     run_files = prediction_run_files(list(model.bundle.class_names))
-    summary = run_batch(tasks, process, out_dir=out_dir, overwrite=overwrite, progress=progress,
-                        run_files=run_files)
+    by_task = {t.slide_id: t for t in tasks}
+    workers = resolve_workers(cfg.workers, model.device, default=default_workers())
+    runner = BatchEncoder(model.encoder, model.device, compile=cfg.torch_compile)
+
+    def tiler(spec: SlideSpec) -> TilingResult:
+        return tile_for_predict(spec, model, cfg, slide_timeout_s)
+
+    def skip(slide_id: str) -> bool:  # the runner will skip it: never computed ahead
+        return not overwrite and is_done(out_dir, by_task[slide_id])
+
+    stream = SlideStream(specs, tiler, runner, PersistentTileReader(workers, model.device),
+                         batch_size=cfg.batch_size, skip=skip, progress=progress, on_timing=on_timing)
+
+    def process(task: SlideTask, slide_dir: Path) -> SlideSummary:
+        prepared = stream.take(task.slide_id)  # tiled + embedded by the model thread
+        # MIL, gallery and report files here, while the model thread embeds the next slides
+        return finish_slide(prepared.spec, model, slide_dir, cfg, prepared.tiling, prepared.embedding,
+                            input_sha256=task.input_key["input_sha256"] or "")
+
+    with stream:
+        summary = run_batch(tasks, process, out_dir=out_dir, overwrite=overwrite, progress=progress,
+                            run_files=run_files)
     ranked = shard is None and launched_by_torchrun()
     if ranked:
         _wait_for_all_ranks()

@@ -15,7 +15,8 @@ import torch
 from histo_net import __version__
 from histo_net import distributed as dist
 from histo_net.config import build_config, to_yaml
-from histo_net.device import seed_everything, select_device
+from histo_net.device import auto_workers, seed_everything, select_device
+from histo_net.device import resolve_workers as device_workers
 from histo_net.errors import ConfigError
 from histo_net.features.tiles import default_workers
 from histo_net.io_utils import atomic_write_text, sha256_file
@@ -35,12 +36,14 @@ logger = logging.getLogger(__name__)
 STAGES = ("tiles", "features", "mil", "all")
 
 
-def resolve_workers(workers: int | None, world_size: int) -> int:
-    """DataLoader workers per rank: the given number, else the cores shared among ranks."""
+def resolve_workers(workers: int | str | None, world_size: int,
+                    device: torch.device | None = None) -> int:
+    """DataLoader workers per rank: the given number, ``"auto"`` (histo_net.device.auto_workers
+    shared among ranks), else the cores shared among ranks."""
+    if isinstance(workers, str) and workers.strip().lower() == "auto":
+        return max(1, auto_workers(device or torch.device("cpu")) // world_size)
     if workers is not None:
-        if workers < 0:
-            raise ConfigError(f"--workers {workers}: must be >= 0")
-        return workers
+        return device_workers(workers, device or torch.device("cpu"))  # ConfigError when < 0
     return max(1, default_workers() // world_size)
 
 
@@ -51,7 +54,7 @@ def _write_run_files(ctx: RunContext) -> None:
 
 
 def run_training(manifest: Path, out_dir: Path, cfg: TrainConfig, *, stage: str = "all",
-                 resume: bool = False, device: str = "auto", workers: int | None = None,
+                 resume: bool = False, device: str = "auto", workers: int | str | None = None,
                  progress: bool = True) -> Path:
     """Train tile CNN + MIL from ``manifest`` into ``out_dir``; returns ``out_dir/model.pt``.
 
@@ -80,7 +83,7 @@ def run_training(manifest: Path, out_dir: Path, cfg: TrainConfig, *, stage: str 
                                     k_folds=cfg.split.k_folds, fold=cfg.split.fold)
         ctx = RunContext(out_dir=out_dir, cfg=cfg, manifest=tm,
                          split_by_slide=slide_splits(tm.slides, by_patient), device=dev,
-                         workers=resolve_workers(workers, world), rank=rank, world_size=world,
+                         workers=resolve_workers(workers, world, dev), rank=rank, world_size=world,
                          progress=progress)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +186,7 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(out_dir=out_dir, cfg=cfg, manifest=tm,
                      split_by_slide={s.slide_id: "test" for s in tm.slides}, device=dev,
-                     workers=resolve_workers(workers, 1), progress=progress,
+                     workers=resolve_workers(workers, 1, dev), progress=progress,
                      tile_class_names_override=list(bundle.tile_class_names))
     stage_tiles(ctx)
     enc_hash = bundle.encoder_hash()
