@@ -21,14 +21,12 @@ Cohorts are generated when missing (``--slides``, ``--cohort-preset``, ``--seed-
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import csv
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,29 +35,19 @@ from histo_net.config import build_config, deep_merge
 from histo_net.predict.pipeline import PredictConfig
 from histo_net.predict.run import run_predict
 from histo_net.synth import generate_cohort
-from histo_net.synth.cohort import build_spec, plan_cohort
-from histo_net.synth.render import make_tile_fn
-from histo_net.synth.writer import write_pyramidal_slide
-from histo_net.taxonomy import DEFAULT_CLASSES, NON_CALL_OUTCOMES
+from histo_net.taxonomy import NON_CALL_OUTCOMES
 from histo_net.train.config import TrainConfig
 from histo_net.train.presets import preset_overrides
 from histo_net.train.run import evaluate_bundle, run_training
 
 
-def no_tumour_slide(path: Path, seed: int, preset: str) -> Path:
-    """A synthetic slide with stroma, fat and lymphocytes only (the generator's pieces, tumour removed)."""
-    if path.is_file():
-        return path
-    job = plan_cohort(1, seed, preset, DEFAULT_CLASSES, None, "svs")[0]
-    spec = build_spec(job)
-    lay = spec.layout
-    spec = dataclasses.replace(spec, layout=dataclasses.replace(lay, tumour=np.zeros_like(lay.tumour),
-                                                                tumour_polygons=()))
-    p = job.preset
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_pyramidal_slide(path, make_tile_fn(spec, p.tile_px, p.render_downsample), width=job.width,
-                          height=job.height, mpp=p.mpp, tile_px=p.tile_px, fmt="svs", app_mag=10.0 / p.mpp)
-    return path
+def no_tumour_slide(out: Path, seed: int, preset: str) -> Path:
+    """A synthetic slide with stroma, vessels, fat and lymphocytes only (subtype ``normal``)."""
+    manifest = out / "manifest.csv"
+    if not manifest.is_file():
+        generate_cohort(out, n_slides=1, seed=seed, preset=preset, tumour_fraction=(0.0, 0.0), preview=False)
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        return out / next(csv.DictReader(fh))["path"]
 
 
 def cohort(out: Path, n: int, seed: int, preset: str, jitter: float | None) -> Path:
@@ -166,7 +154,7 @@ def main() -> int:
         for jitter in (float(j) for j in args.jitters.split(",")):
             heldout.append((f"B jitter {jitter:g}", cohort(out / f"cohort_B_j{jitter:g}", args.slides,
                                                           args.seed_b, args.cohort_preset, jitter)))
-    no_tumour = no_tumour_slide(out / "no_tumour" / "no_tumour.svs", args.seed_b + 7, args.cohort_preset)
+    no_tumour = no_tumour_slide(out / "no_tumour", args.seed_b + 7, args.cohort_preset)
     real_wsi = sorted((args.real_dir / "wsi").glob("*.svs")) if args.real_dir.is_dir() else []
     real_tiles = sorted((args.real_dir / "he_tiles").glob("*.png")) if args.real_dir.is_dir() else []
     variants = [v.split("=", 1) for v in args.variant] or [["default", ""]]
