@@ -110,6 +110,7 @@ def test_shards_combine_to_the_unsharded_result(reference_run, mixed, bundle, tm
     assert set(_rows(sharded)) == set(_rows(out))
 
 
+@pytest.mark.slow  # about 45 s; the runner-level kill test (tests/batch) stays in the default set
 def test_sigkill_midway_then_rerun_matches(reference_run, mixed, bundle, tmp_path) -> None:
     out, _, _ = reference_run
     folder, _ = mixed
