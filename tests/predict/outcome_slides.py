@@ -9,12 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from histo_net.synth.cohort import build_spec, plan_cohort
 from histo_net.synth.render import make_tile_fn
 from histo_net.synth.writer import write_pyramidal_slide
-from histo_net.taxonomy import DEFAULT_CLASSES
 
 VARIANTS = ("no_tumour", "blurred", "stain_shift", "small")
 
@@ -25,13 +22,12 @@ def write_variant_slide(path: Path, variant: str, *, seed: int = 7, preset: str 
     strength), ``small`` (a quarter of the tissue area, by cropping the slide)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
-    job = plan_cohort(1, seed, preset, DEFAULT_CLASSES, None, "svs")[0]
+    # the tiny test cohort is "easy" difficulty: the variants are drawn like its slides;
+    # no_tumour is the generator's own tumour-free slide (subtype "normal")
+    job = plan_cohort(1, seed, preset, difficulty="easy",
+                      tumour_fraction=(0.0, 0.0) if variant == "no_tumour" else None)[0]
     spec = build_spec(job)
-    lay = spec.layout
-    if variant == "no_tumour":
-        spec = dataclasses.replace(spec, layout=dataclasses.replace(
-            lay, tumour=np.zeros_like(lay.tumour), tumour_polygons=()))
-    elif variant == "blurred":
+    if variant == "blurred":
         spec = dataclasses.replace(spec, stain=dataclasses.replace(spec.stain, blur_sigma_um=4.0))
     elif variant == "stain_shift":
         st = spec.stain
