@@ -27,6 +27,9 @@ from histo_net.features.qc import QC_FEATURE_NAMES
 from histo_net.taxonomy import NON_TUMOUR
 
 IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
+#: a fitted tumour-burden limit that flags more of the reference (tumour) slides than this is
+#: not used: the model cannot tell tumour-free tissue from tumour (a guardrail warning says so)
+MAX_TUMOUR_FLAG_RATE = 0.25
 #: stain descriptors (QC columns, slide median over tiles) checked two-sided
 STAIN_DESCRIPTORS: tuple[str, ...] = ("od_r", "od_g", "od_b", "haematoxylin", "eosin", "dab")
 #: sharpness = this percentile of the tiles' log10 Laplacian variance (low = blurred slide)
@@ -334,6 +337,13 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
             reference.diagnostics[name] = float(np.median(vals))
     if null is not None and np.isfinite(null).any():
         reference.diagnostics["null_tumour_share_median"] = float(np.nanmedian(null))
+    rate = reference.in_sample_flag_rate.get(TUMOUR, 0.0)
+    if "tumour_share:min" in limits and rate > MAX_TUMOUR_FLAG_RATE:
+        # the tile head does not separate tumour from tumour-free tissue well enough: a limit that
+        # calls the model's own tumour slides "no tumour" would fire on everything, so it is dropped
+        del limits["tumour_share:min"]
+        reference.diagnostics["tumour_check_disabled_in_sample_flag_rate"] = rate
+        reference.in_sample_flag_rate[TUMOUR] = 0.0
     return reference
 
 

@@ -179,7 +179,8 @@ def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCRefer
         blur_threshold=qc_ref.blur_threshold, seed=ctx.cfg.seed)
 
 
-def guardrail_warnings(ctx: RunContext, val: EvalResult | None, cal: CalibrationFit) -> list[str]:
+def guardrail_warnings(ctx: RunContext, val: EvalResult | None, cal: CalibrationFit,
+                       domain: DomainReference | None = None) -> list[str]:
     """Loud warnings about this model (logged at WARNING; written into the bundle and card)."""
     g = ctx.cfg.guardrails
     out: list[str] = []
@@ -197,6 +198,10 @@ def guardrail_warnings(ctx: RunContext, val: EvalResult | None, cal: Calibration
             out.append(f"validation balanced accuracy {bacc:.3f} is below the floor "
                        f"{g.min_val_balanced_accuracy:.2f}")
     out.extend(cal.warnings)
+    disabled = domain.diagnostics.get("tumour_check_disabled_in_sample_flag_rate") if domain else None
+    if disabled is not None:
+        out.append(f"the no-tumour check is off: its fitted limit flagged {disabled:.0%} of the training "
+                   "slides (the tile head does not separate tumour from tumour-free tissue)")
     for text in out:
         logger.warning("MODEL WARNING: %s", text)
     return out
@@ -342,7 +347,7 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
     val_result = _metrics(ctx, eval_set(ctx, val_slides, embs, mil, domain), cal) if val_slides else None
     test = eval_set(ctx, ctx.slides_in("test"), embs, mil, domain)
     result = _metrics(ctx, test, cal)
-    warnings = guardrail_warnings(ctx, val_result, cal)
+    warnings = guardrail_warnings(ctx, val_result, cal, domain)
     stage1_hist = cnn_ckpt.get("history") or []
     run_info = {
         "split_sizes": {sp: len(ctx.slides_in(sp)) for sp in ("train", "val", "test")},

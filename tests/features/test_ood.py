@@ -132,3 +132,19 @@ def test_reference_round_trips_through_a_bundle(cohort_and_reference, tmp_path: 
     b = check_slide(back, f, p, q, tile_class_names=TILE_CLASSES, tile_area=AREA)[1]
     assert [c.passed for c in a] == [c.passed for c in b]
     assert [c.value for c in a] == pytest.approx([c.value for c in b], rel=1e-2)  # float16 bank
+
+
+def test_a_tumour_limit_that_flags_its_own_reference_slides_is_dropped() -> None:
+    """Tumour-free tissue scoring as high as tumour (a useless tile head): no no-tumour limit."""
+    rng = np.random.default_rng(3)
+    names = ["non_tumour", "a", "b"]
+    slides = []
+    for _ in range(6):
+        p_t = rng.uniform(0.2, 0.4, 40)  # tumour probability of every tile, tumour or not
+        probs = np.stack([1 - p_t, p_t / 2, p_t / 2], axis=1).astype(np.float32)
+        slides.append((rng.normal(size=(40, 8)).astype(np.float32), probs,
+                       np.abs(rng.normal(1.0, 0.1, (40, len(QC_FEATURE_NAMES)))).astype(np.float32)))
+    ref = fit_domain_reference(slides, tile_class_names=names, tile_area=1e-3, in_bank=[True] * 6,
+                               null_tumour_shares=rng.uniform(0.6, 0.9, 6), alpha=0.03, alpha_tumour=0.01)
+    assert "tumour_share:min" not in ref.limits
+    assert ref.diagnostics["tumour_check_disabled_in_sample_flag_rate"] > 0.25

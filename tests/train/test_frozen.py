@@ -161,7 +161,7 @@ def test_frozen_without_annotations_uses_mil_instances(tiny_cohort: Path, tmp_pa
         for r in rows:
             writer.writerow({"slide_id": r["slide_id"], "patient_id": r["patient_id"],
                              "path": str((tiny_cohort.parent / r["path"]).resolve()),
-                             "label": r["label"], "mpp": r["mpp"]})
+                             "label": r["label"], "mpp": r["level0_mpp"]})
     weights = _save_vit(tmp_path / "vit.safetensors", 0)
     run = tmp_path / "RUN"
     assert main(["train", "--manifest", str(manifest), "--out", str(run), *PRESET,
