@@ -259,6 +259,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
                          tile_class_names: Sequence[str], tile_area: float, in_bank: Sequence[bool],
                          null_tumour_shares: npt.ArrayLike | None, alpha: float = 0.03,
                          alpha_tumour: float = 0.01, bank_size: int = 2048, knn_k: int = 5,
+                         max_tumour_flag_rate: float = MAX_TUMOUR_FLAG_RATE,
                          blur_threshold: float | None = None, score_tiles: int = SCORE_TILES,
                          seed: int = 0) -> DomainReference:
     """Fit every limit on the reference slides (training + validation).
@@ -274,6 +275,8 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         alpha: share of in-distribution slides allowed to fail the image and embedding
             checks together (Bonferroni over their one-sided tails).
         alpha_tumour: the same for the tumour-burden check.
+        max_tumour_flag_rate: a tumour-burden limit flagging more of the reference slides
+            than this is dropped (recorded in ``diagnostics``).
         score_tiles: sharpness, stain and embedding distance of a reference slide are measured
             on a random ``score_tiles`` of its tiles, so the limits include the sampling noise
             of a slide that small (slides with more tiles are measured more precisely).
@@ -338,7 +341,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     if null is not None and np.isfinite(null).any():
         reference.diagnostics["null_tumour_share_median"] = float(np.nanmedian(null))
     rate = reference.in_sample_flag_rate.get(TUMOUR, 0.0)
-    if "tumour_share:min" in limits and rate > MAX_TUMOUR_FLAG_RATE:
+    if "tumour_share:min" in limits and rate > max_tumour_flag_rate:
         # the tile head does not separate tumour from tumour-free tissue well enough: a limit that
         # calls the model's own tumour slides "no tumour" would fire on everything, so it is dropped
         del limits["tumour_share:min"]
