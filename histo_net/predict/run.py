@@ -69,11 +69,10 @@ def summary_rows(out_dir: Path, slide_ids: Sequence[str]) -> list[list[str]]:
         if state.slide_id not in wanted:
             continue
         summ = SlideSummary.from_json(state.summary) if state.status == DONE else None
-        pred = "" if summ is None else summ.predicted_class
-        if summ is not None and summ.indeterminate:
-            pred = f"indeterminate ({pred})"
+        pred = "" if summ is None else summ.display()
         tiles = "" if summ is None else str(summ.tile_count)
-        reason = f"[{state.error_type}] {state.error}" if state.status == FAILED else ""
+        reason = (f"[{state.error_type}] {state.error}" if state.status == FAILED
+                  else "; ".join(summ.reasons) if summ is not None else "")
         rows.append([state.slide_id, state.status, pred, tiles, reason])
     return rows
 

@@ -48,3 +48,18 @@ def test_summary_table_keeps_full_ids_and_classes_and_gives_reasons(tmp_path) ->
     text = stream.getvalue()
     assert long_id in text and "other_small_round_cell_tumour_morphology" in text
     assert "[slide_open] /b.svs: empty file (0 bytes)" in text and "123" in text
+
+
+def test_summary_table_names_non_call_outcomes_and_their_reasons(tmp_path) -> None:
+    from histo_net.batch.runner import BatchSummary
+    from histo_net.batch.state import SlideState, write_state
+    from histo_net.predict.run import print_summary
+    from histo_net.predict.summary import SlideSummary
+
+    summ = SlideSummary("", "no_tumour_detected", {"a": 0.6, "b": 0.4}, 362, outcome="no_tumour_detected",
+                        reasons=["tumour_share 0.194 < 0.239"])
+    write_state(tmp_path, SlideState("s6", "/s6.svs", "done", summary=summ.to_json()))
+    stream = io.StringIO()
+    print_summary(BatchSummary(done=["s6"]), tmp_path, stream)
+    text = stream.getvalue()
+    assert "no_tumour_detected" in text and "tumour_share 0.194 < 0.239" in text
