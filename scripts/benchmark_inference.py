@@ -173,6 +173,16 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+
+def _finish(result: dict[str, Any], started: float, json_out: Path | None) -> int:
+    """Load average after, total seconds, the printed table and the optional JSON file."""
+    result["load_after"] = _load()
+    result["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+    _print(result)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: untrained resnet18)")
@@ -247,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             del enc
 
         if args.bare_only:
-            result["load_after"] = _load()
-            result["benchmark_seconds"] = round(time.perf_counter() - started, 1)
-            _print(result)
-            if args.json_out:
-                args.json_out.write_text(json.dumps(result, indent=2))
-            return 0
+            return _finish(result, started, args.json_out)
         copies = [slide]
         for i in range(1, args.copies):  # the same slide under other names: a longer stream
             copies.append(tmp / "copies" / f"{slide.stem}_copy{i}{slide.suffix}")
@@ -290,12 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_slide_gap_s_median_without_backpressure": round(statistics.median(own), 3) if own else None,
             "backpressure_s_total": round(sum(t.backpressure_s for t in timings), 2),
             "per_slide_wall_s": round(wall / len(small), 2)}
-    result["load_after"] = _load()
-    result["benchmark_seconds"] = round(time.perf_counter() - started, 1)
-    _print(result)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=2))
-    return 0
+    return _finish(result, started, args.json_out)
 
 
 def _print(r: dict[str, Any]) -> None:
