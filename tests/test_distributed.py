@@ -43,7 +43,7 @@ def test_torchrun_two_cpu_processes(tiny_cohort, tmp_path) -> None:  # type: ign
 
     from histo_net.features.store import read_features_attrs
     from histo_net.models.bundle import load_bundle
-    from tests.train.test_e2e import FAST_SETTINGS
+    from tests.train.conftest import FAST_SETTINGS
 
     run = tmp_path / "RUN"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -10,7 +10,9 @@ embedding them: preset name, its recipe (``EncoderPreset.to_dict()``), the weigh
 sha256, size and training-time path; ``encoder_state`` then holds only the linear tile
 head (``head.weight``, ``head.bias``). :meth:`ModelBundle.build_encoder` loads the weights
 from ``--encoder-weights`` (else the recorded path) and refuses a file whose sha256
-differs. Format-1 bundles (own tile CNN inside) load unchanged.
+differs. Format 3 adds ``subtype_names`` / ``subtype_groups``: a MIL head trained with
+``target: subtype`` classifies subtypes, and the top-level logits are derived from them
+(:class:`histo_net.models.hierarchy.SubtypeHead`). Format-1 and -2 bundles load unchanged.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from histo_net.features.qc import QCReference
 from histo_net.models.bundle_check import check_bundle
 from histo_net.models.checkpoint import load_checkpoint, save_checkpoint
 from histo_net.models.encoders import PretrainedEncoder, feature_key_for
+from histo_net.models.hierarchy import SubtypeHead
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.presets import EncoderPreset
 from histo_net.models.tile_cnn import TileClassifier
 
-FORMAT_VERSION = 2
-#: bundle formats this version reads (1: before pretrained encoders)
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+#: bundle formats this version reads (1: before pretrained encoders; 2: before subtype heads)
+READABLE_FORMATS = (1, 2, 3)
 #: keys of ``pretrained_encoder`` (a frozen pretrained encoder referenced by sha256)
 _PRETRAINED_KEYS = ("preset", "preset_config", "weights_sha256", "weights_path")
 #: constructor arguments that live in the state dict (buffers), never in ``encoder_kwargs``
@@ -82,6 +85,9 @@ class ModelBundle:
     validation_summary: dict[str, Any] = field(default_factory=dict)
     #: frozen pretrained encoder, referenced not embedded (see the module docstring); {} = own CNN
     pretrained_encoder: dict[str, Any] = field(default_factory=dict)
+    #: subtype head (``target: subtype``): MIL outputs in this order, each subtype's class index
+    subtype_names: list[str] = field(default_factory=list)
+    subtype_groups: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.encoder_kwargs = {k: v for k, v in self.encoder_kwargs.items()
@@ -91,6 +97,14 @@ class ModelBundle:
     def positive_index(self) -> int:
         """Index of ``positive_class`` in ``class_names``."""
         return self.class_names.index(self.positive_class)
+
+    @property
+    def subtype_head(self) -> SubtypeHead | None:
+        """The MIL head's subtypes (None: the MIL outputs are the top-level classes)."""
+        if not self.subtype_names:
+            return None
+        return SubtypeHead(names=tuple(self.subtype_names), groups=tuple(int(g) for g in self.subtype_groups),
+                           class_names=tuple(self.class_names))
 
     @property
     def is_pretrained(self) -> bool:
@@ -242,7 +256,7 @@ def load_bundle(path: Path) -> ModelBundle:
             f"{', '.join(map(str, READABLE_FORMATS))})")
     optional = {"training_config", "metrics", "qc_reference", "versions", "format_version",
                 "calibration", "domain_reference", "training_slides", "guardrail_warnings",
-                "validation_summary", "pretrained_encoder"}
+                "validation_summary", "pretrained_encoder", "subtype_names", "subtype_groups"}
     missing = [name for name in _FIELDS if name not in data and name not in optional]
     if missing:
         raise ModelBundleError(f"{path}: bundle is missing keys: {', '.join(missing)}")

@@ -63,7 +63,10 @@ def _check_classes(bundle: Any, problems: list[str]) -> None:
     mil_kwargs = getattr(bundle, "mil_kwargs", None) or {}
     mil_state = getattr(bundle, "mil_state", None) or {}
     outputs = _rows(mil_state, _MIL_HEAD) or mil_kwargs.get("num_classes")
-    if classes and outputs is not None and int(outputs) != len(classes):
+    subtypes = list(getattr(bundle, "subtype_names", None) or [])
+    if subtypes:
+        _check_subtypes(bundle, classes, subtypes, outputs, problems)
+    elif classes and outputs is not None and int(outputs) != len(classes):
         problems.append(f"{len(classes)} class_names {classes} but the MIL model has {outputs} outputs")
     if mil_kwargs.get("num_classes") is not None and _rows(mil_state, _MIL_HEAD) is not None \
             and int(mil_kwargs["num_classes"]) != _rows(mil_state, _MIL_HEAD):
@@ -77,6 +80,19 @@ def _check_classes(bundle: Any, problems: list[str]) -> None:
     embed_dim, mil_in = _cols(encoder_state, _ENCODER_HEAD), _cols(mil_state, _MIL_IN)
     if embed_dim is not None and mil_in is not None and embed_dim != mil_in:
         problems.append(f"the encoder gives {embed_dim}-dim embeddings but the MIL model expects {mil_in}")
+
+
+def _check_subtypes(bundle: Any, classes: list[str], subtypes: list[str], outputs: Any,
+                    problems: list[str]) -> None:
+    """A subtype head: one MIL output and one class index per subtype, every class covered."""
+    groups = list(getattr(bundle, "subtype_groups", None) or [])
+    if outputs is not None and int(outputs) != len(subtypes):
+        problems.append(f"{len(subtypes)} subtype_names but the MIL model has {outputs} outputs")
+    if len(groups) != len(subtypes) or not all(isinstance(g, int) and 0 <= g < len(classes) for g in groups):
+        problems.append(f"subtype_groups {groups} must give one class index (0..{len(classes) - 1}) "
+                        f"per subtype of {subtypes}")
+    elif classes and set(groups) != set(range(len(classes))):
+        problems.append(f"subtype_groups {groups} leave a class of {classes} without a subtype")
 
 
 def _check_decision(bundle: Any, problems: list[str]) -> None:

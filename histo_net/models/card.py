@@ -90,6 +90,9 @@ def write_model_card(path: Path, bundle: ModelBundle) -> None:
         "## Classes",
         f"- slide classes: {', '.join(bundle.class_names)} (positive: `{bundle.positive_class}`)",
         f"- tile classes: {', '.join(bundle.tile_class_names)}",
+        *(["- subtype head (target: subtype): " + ", ".join(
+            f"{n} -> {bundle.class_names[g]}" for n, g in zip(bundle.subtype_names, bundle.subtype_groups))
+           + "; the slide call is the sum of its subtypes' probabilities"] if bundle.subtype_names else []),
         "",
         "## Tile specification",
         f"- tile size: {bundle.tile_size_px} px at {bundle.target_mpp} um/px",

@@ -129,6 +129,8 @@ class SlideDecision:
     predicted_class: str | None
     outcome: str
     checks: list[DomainCheck] = field(default_factory=list)
+    #: subtype head only: subtype -> probability (each class's subtypes sum to its probability)
+    subtype_probabilities: dict[str, float] = field(default_factory=dict)
 
     @property
     def status(self) -> str:

@@ -71,8 +71,13 @@ def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray,
     """Calibrate one slide's (C,) logits with the bundle and apply :func:`decide_outcomes`.
 
     ``attention`` (N,), or (C,N) from a class-specific MIL: the decision then carries the row
-    of the named class (else the most probable class), (N,) as the report expects.
+    of the named class (else the most probable class), (N,) as the report expects. With a
+    subtype head (``bundle.subtype_head``) ``logits`` are the (K,) subtype logits: the call is
+    made on their top-level fold and the decision adds the subtype differential.
     """
+    head = bundle.subtype_head
+    fine = np.asarray(logits, dtype=np.float32)  # (C,), or (K,) subtype logits with a head
+    logits = head.top_logits(fine) if head is not None else fine  # (C,)
     probs = calibrated_probs(np.asarray(logits)[None], bundle.temperature)[0]  # (C,)
     checks = list(checks or [])
     names = list(bundle.class_names)
@@ -81,10 +86,16 @@ def decide_slide(bundle: ModelBundle, logits: np.ndarray, attention: np.ndarray,
                           image_ok=[group_passed(checks, IMAGE)], tumour_detected=[group_passed(checks, TUMOUR)],
                           embedding_ok=[group_passed(checks, EMBEDDING)])
     named = int(out.named[0])
-    shown = attention_for_class(attention, named if named >= 0 else int(np.argmax(probs)))  # (N,)
+    row = named if named >= 0 else int(np.argmax(probs))
+    subtypes: dict[str, float] = {}
+    if head is not None:  # the differential sums to the calibrated call; heatmap: best subtype of it
+        diff = head.differential(fine, probs)  # (K,)
+        subtypes = {n: float(p) for n, p in zip(head.names, diff)}
+        row = head.best_in_class(diff, row)
+    shown = attention_for_class(attention, row)  # (N,)
     return SlideDecision(class_names=names, logits=np.asarray(logits), probabilities=probs,
                          attention=shown, predicted_class=names[named] if named >= 0 else None,
-                         outcome=out.outcome[0], checks=checks)
+                         outcome=out.outcome[0], checks=checks, subtype_probabilities=subtypes)
 
 
 @torch.no_grad()

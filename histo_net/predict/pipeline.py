@@ -130,6 +130,7 @@ def finish_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pred
         status=decision.status, outcome=decision.outcome, checks=list(decision.checks),
         model_figures=dict(bundle.validation_summary), model_warnings=list(bundle.guardrail_warnings),
         calibration=dict(bundle.calibration), probabilities=decision.probability_dict(),
+        subtype_probabilities=dict(decision.subtype_probabilities),
         positive_class=bundle.positive_class, threshold=float(bundle.threshold),
         indeterminate_band=applied_band(bundle), tile_class_names=names,
         coords_level0=tiling.coords, patch_size_level0=int(tiling.plan.patch_size_level0),
@@ -141,4 +142,5 @@ def finish_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pred
     return SlideSummary(predicted_class=decision.predicted_class or "", status=decision.status,
                         probabilities=decision.probability_dict(), tile_count=n_tiles,
                         input_sha256=input_sha256, bundle_sha256=model.bundle_sha256,
-                        outcome=decision.outcome, reasons=[c.short() for c in decision.failed_checks])
+                        outcome=decision.outcome, reasons=[c.short() for c in decision.failed_checks],
+                        subtype_probabilities=dict(decision.subtype_probabilities))

@@ -24,6 +24,7 @@ from histo_net.report.model import (
     attention_title,
 )
 from histo_net.taxonomy import (
+    CONFIRMATORY_STAINS,
     NEUROENDOCRINE,
     OTHER_SMALL_ROUND_CELL,
     SUBTYPE_LABEL,
@@ -64,9 +65,24 @@ def panel_for(class_name: str) -> dict[str, Any] | None:
     return None
 
 
+def subtype_panel(report: SlideReport, class_name: str) -> dict[str, Any] | None:
+    """The confirmatory stains of the most probable subtype of ``class_name`` in the subtype
+    differential (None without one, or when that subtype is not in the taxonomy)."""
+    subs = {s: p for s, p in report.subtype_probabilities.items() if SUBTYPE_LABEL.get(s) == class_name}
+    if not subs:
+        return None
+    best = max(subs, key=subs.__getitem__)
+    stains = CONFIRMATORY_STAINS.get(best) or ()
+    if not stains:
+        return None
+    return {"title": f"Most probable pattern: {best.replace('_', ' ')} ({subs[best]:.0%}): suggested confirmation",
+            "items": list(stains)}
+
+
 def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
     """Stain panel(s): the called class's; both when indeterminate (the named class first);
-    none when no tumour was detected or the slide is not assessable."""
+    none when no tumour was detected or the slide is not assessable. With a subtype
+    differential, each class's box is preceded by its most probable subtype's stains."""
     if report.confident:
         names = [report.decision]
     elif report.indeterminate:
@@ -74,7 +90,7 @@ def context_boxes(report: SlideReport) -> list[dict[str, Any]]:
         names = [first, *(c for c in report.probabilities if c != first)]
     else:
         return []
-    panels = [p for p in (panel_for(n) for n in names) if p is not None]
+    panels = [p for n in names for p in (subtype_panel(report, n), panel_for(n)) if p is not None]
     return [p for i, p in enumerate(panels) if p not in panels[:i]]
 
 
@@ -211,6 +227,9 @@ def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
         "probabilities": [{"name": c, "value": float(p), "pct": f"{float(p):.1%}",
                            "width": f"{max(0.0, min(1.0, float(p))) * 100:.1f}"}
                           for c, p in report.probabilities.items()],
+        "subtypes": [{"name": c.replace("_", " "), "pct": f"{float(p):.1%}",
+                      "width": f"{max(0.0, min(1.0, float(p))) * 100:.1f}"}
+                     for c, p in sorted(report.subtype_probabilities.items(), key=lambda kv: -kv[1])],
         "band": [f"{report.indeterminate_band[0]:.2f}", f"{report.indeterminate_band[1]:.2f}"],
         "thumbnail_src": data_uri(image_bytes(report.thumbnail, fmt="JPEG", max_side_px=1400),
                                   "image/jpeg"),

@@ -72,6 +72,8 @@ class SlideReport:
     model_figures: dict = field(default_factory=dict)  # the bundle's validation_summary
     model_warnings: list[str] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)  # the bundle's CalibrationFit dict
+    #: subtype head only: subtype -> probability, consistent with ``probabilities``
+    subtype_probabilities: dict[str, float] = field(default_factory=dict)
 
     @property
     def decision(self) -> str:

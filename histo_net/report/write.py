@@ -107,6 +107,7 @@ def build_report_json(report: SlideReport, files: dict[str, str] | None = None) 
         "status": report.status,
         "indeterminate": report.indeterminate,
         "probabilities": dict(report.probabilities),
+        "subtype_probabilities": dict(report.subtype_probabilities),
         "positive_class": report.positive_class,
         "threshold": report.threshold,
         "indeterminate_band": list(report.indeterminate_band),

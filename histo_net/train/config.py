@@ -135,6 +135,10 @@ class TrainConfig(StrictModel):
 
     classes: list[str] | None = Field(list(DEFAULT_CLASSES), description="allowed slide labels; null = from manifest")
     positive_class: str | None = Field("neuroendocrine", description="class whose probability is thresholded")
+    target: Literal["label", "subtype"] = Field(
+        "label", description="what the MIL head learns: label (the top-level classes) or subtype (the "
+        "manifest's subtype column; the top-level call is the sum of its subtypes' probabilities and "
+        "the report adds the subtype differential)")
     tiling: TilingConfig = TilingConfig(target_mpp=0.5, tile_size_px=128)
     split: SplitConfig = SplitConfig()
     tile_cnn: TileCNNConfig = TileCNNConfig()

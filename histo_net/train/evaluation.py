@@ -27,6 +27,7 @@ from histo_net.metrics import (
     confusion_matrix,
     expected_calibration_error,
 )
+from histo_net.models.hierarchy import SubtypeHead
 from histo_net.predict.decision import decide_outcomes, effective_band
 from histo_net.taxonomy import INDETERMINATE, NO_TUMOUR_DETECTED, NON_TUMOUR, NOT_ASSESSABLE
 from histo_net.train.plots import reliability_png, roc_png
@@ -47,6 +48,8 @@ class EvalSet:
     in_tumour: list[npt.NDArray[np.bool_] | None]      # per slide (N_i,) annotation membership
     checks: list[list[DomainCheck]] | None = None      # per slide, the slide checks that ran
     subtypes: list[str] | None = None                  # per slide, the manifest's subtype ("" unknown)
+    subtype_logits: npt.NDArray[np.float32] | None = None  # (S,K) MIL logits of a subtype head
+    subtype_head: SubtypeHead | None = None            # the K subtypes (``target: subtype``)
 
 
 @dataclass
@@ -65,6 +68,9 @@ class SlideResult:
     outcome: str = ""
     failed_checks: list[str] = field(default_factory=list)
     subtype: str = ""
+    #: subtype head only: the most probable subtype and the differential (sums to 1)
+    subtype_predicted: str = ""
+    subtype_probabilities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +101,8 @@ class EvalResult:
     wrong_confident_above_95: int = 0
     wrong_caught_fraction: float = float("nan")
     per_subtype: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: subtype head only: macro one-vs-rest AUROC (CI), accuracy, balanced accuracy, confusion
+    subtype_metrics: dict[str, Any] = field(default_factory=dict)
     per_slide: list[SlideResult] = field(default_factory=list)
 
     def to_json(self, *, per_slide: bool = True) -> dict[str, Any]:
@@ -161,6 +169,33 @@ def _per_subtype(subtypes: list[str], labels: np.ndarray, preds: np.ndarray, cal
     return table
 
 
+def subtype_differential(ev: EvalSet, cal: np.ndarray) -> np.ndarray | None:
+    """(S,K) subtype probabilities consistent with the calibrated (S,C) ``cal`` (None without a head)."""
+    if ev.subtype_head is None or ev.subtype_logits is None:
+        return None
+    return ev.subtype_head.differential(ev.subtype_logits, cal)
+
+
+def _subtype_metrics(ev: EvalSet, diff: np.ndarray, subtypes: list[str], *, bootstrap_samples: int,
+                     ci_level: float, seed: int) -> dict[str, Any]:
+    """Macro OvR AUROC with CI, accuracy, balanced accuracy and confusion over the slides
+    whose manifest subtype is one of the head's (``diff`` (S,K) from :func:`subtype_differential`)."""
+    head = ev.subtype_head
+    assert head is not None
+    keep = np.asarray([s in head.names for s in subtypes], dtype=bool)
+    truth = np.asarray([head.index_of(s) for s, k in zip(subtypes, keep) if k], dtype=np.int64)
+    probs = diff[keep]
+    preds = probs.argmax(axis=1) if len(truth) else np.zeros(0, np.int64)
+    nan = float("nan")
+    macro = auroc(truth, probs) if len(truth) else nan
+    ci = (bootstrap_ci(auroc, truth, probs, n_boot=bootstrap_samples, seed=seed, alpha=1.0 - ci_level)
+          if bootstrap_samples > 0 and len(truth) else (nan, nan))
+    return {"subtype_names": list(head.names), "n_slides": len(truth), "macro_auroc": macro,
+            "macro_auroc_ci": list(ci), "accuracy": float(np.mean(preds == truth)) if len(truth) else nan,
+            "balanced_accuracy": balanced_accuracy(truth, preds) if len(truth) else nan,
+            "confusion_matrix": confusion_matrix(truth, preds, len(head.names)).tolist()}
+
+
 def _outcomes(ev: EvalSet, cal: np.ndarray, class_names: list[str], threshold: float,
               band: tuple[float, float], pos: int) -> tuple[list[str], np.ndarray]:
     """Outcome per slide (the one rule) and (S,) bool inside-the-band flags."""
@@ -212,6 +247,10 @@ def compute_metrics(
               for name in (*class_names, INDETERMINATE, NO_TUMOUR_DETECTED, NOT_ASSESSABLE)}
     checks = ev.checks or [[] for _ in range(n)]
     subtypes = list(ev.subtypes) if ev.subtypes is not None else [""] * n
+    diff = subtype_differential(ev, cal) if n else None
+    head_names = list(ev.subtype_head.names) if diff is not None and ev.subtype_head else []
+    sub_rows = ([{k: float(v) for k, v in zip(head_names, row)} for row in diff] if diff is not None
+                else [{} for _ in range(n)])
     return EvalResult(
         n_slides=n, class_counts={name: int((labels == i).sum()) for i, name in enumerate(class_names)},
         slide_auroc=slide_auc, slide_auroc_ci=(lo, hi), ci_level=ci_level,
@@ -232,11 +271,14 @@ def compute_metrics(
         wrong_confident_above_95=int((wrong & confident & (top_p > 0.95)).sum()),
         wrong_caught_fraction=float((~confident[wrong]).mean()) if wrong.any() else nan,
         per_subtype=_per_subtype(subtypes, labels, preds, cal, outcome, pos) if n else {},
+        subtype_metrics=(_subtype_metrics(ev, diff, subtypes, bootstrap_samples=bootstrap_samples,
+                                          ci_level=ci_level, seed=seed) if diff is not None else {}),
         per_slide=[SlideResult(sid, class_names[int(y)], class_names[int(p)],
                                {c: float(v) for c, v in zip(class_names, prob)}, bool(ind), str(o),
-                               [c.short() for c in ch if not c.passed], st)
-                   for sid, y, p, prob, ind, o, ch, st in zip(ev.slide_ids, labels, preds, cal, in_band,
-                                                              outcome, checks, subtypes)])
+                               [c.short() for c in ch if not c.passed], st,
+                               max(sp, key=sp.__getitem__) if sp else "", sp)
+                   for sid, y, p, prob, ind, o, ch, st, sp in zip(ev.slide_ids, labels, preds, cal, in_band,
+                                                                  outcome, checks, subtypes, sub_rows)])
 
 
 def _fmt(v: Any) -> str:
@@ -289,6 +331,7 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
             outs = ", ".join(f"{k}: {v}" for k, v in row["outcomes"].items())
             lines.append(f"| {name} | {row['n_slides']} | {_fmt(row['correct_fraction'])} | "
                          f"{_fmt(row['mean_p_positive'])} | {outs} |")
+    lines += _subtype_lines(metrics["subtype_metrics"])
     band = ", ".join(_fmt(v) for v in metrics["indeterminate_band"])
     rule = (f"Temperature {_fmt(metrics['temperature'])}, threshold {_fmt(metrics['threshold'])} "
             f"on P({metrics['positive_class']}), indeterminate band [{band}].")
@@ -302,6 +345,22 @@ def report_markdown(result: EvalResult, title: str, extra: dict[str, Any] | None
         lines.append(f"| {row['slide_id']} | {row['label']} | {row['subtype']} | {row['predicted']} ({_fmt(p)}) | "
                      f"{row['outcome']} | {reasons} |")
     return "\n".join(lines) + "\n"
+
+
+def _subtype_lines(sm: dict[str, Any]) -> list[str]:
+    """Markdown of a subtype head's metrics and confusion matrix (none without a head)."""
+    if not sm:
+        return []
+    ci = sm.get("macro_auroc_ci") or [None, None]
+    names = sm["subtype_names"]
+    lines = ["", "## Subtype differential (model trained with target: subtype)", "",
+             (f"Macro one-vs-rest AUROC {_fmt(sm['macro_auroc'])} (CI {_fmt(ci[0])} to {_fmt(ci[1])}), "
+              f"accuracy {_fmt(sm['accuracy'])}, balanced accuracy {_fmt(sm['balanced_accuracy'])} "
+              f"over {sm['n_slides']} slides with a known subtype."), "",
+             "| truth \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, sm["confusion_matrix"]):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
 
 
 def write_evaluation(out_dir: Path, result: EvalResult, ev: EvalSet, *, class_names: list[str],

@@ -23,9 +23,10 @@ from histo_net.io_utils import atomic_write_text, sha256_file
 from histo_net.models.bundle import ModelBundle, load_bundle
 from histo_net.train.config import TrainConfig
 from histo_net.train.context import RunContext
+from histo_net.train.eval_sets import eval_set, load_embeddings, target_head
 from histo_net.train.evaluation import EvalResult, compute_metrics, write_evaluation
 from histo_net.train.manifest import validate_manifest
-from histo_net.train.slide_model import eval_set, load_embeddings, run_stage_mil
+from histo_net.train.slide_model import run_stage_mil
 from histo_net.train.splits import patient_splits, slide_splits, write_splits_csv
 from histo_net.train.stages import embed_all, stage_features, stage_tile_cnn, stage_tiles
 from histo_net.train.tile_head import frozen_encoder
@@ -85,6 +86,7 @@ def run_training(manifest: Path, out_dir: Path, cfg: TrainConfig, *, stage: str 
                          split_by_slide=slide_splits(tm.slides, by_patient), device=dev,
                          workers=resolve_workers(workers, world, dev), rank=rank, world_size=world,
                          progress=progress)
+        target_head(ctx)  # target=subtype: every labelled slide needs a subtype (fail before tiling)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_run_files(ctx)
@@ -192,7 +194,8 @@ def evaluate_bundle(bundle_path: Path, manifest: Path, out_dir: Path, *, device:
     enc_hash = bundle.encoder_hash()
     embed_all(ctx, encoder.to(dev), enc_hash, {"encoder_name": bundle.encoder_name})
     embs = load_embeddings(ctx, enc_hash)
-    ev = eval_set(ctx, list(tm.slides), embs, bundle.build_mil(dev), bundle.domain_reference)
+    ev = eval_set(ctx, list(tm.slides), embs, bundle.build_mil(dev), bundle.domain_reference,
+                  bundle.subtype_head)
     result = compute_metrics(
         ev, class_names=list(bundle.class_names), tile_class_names=list(bundle.tile_class_names),
         positive_class=bundle.positive_class, temperature=bundle.temperature,

@@ -13,28 +13,27 @@ import numpy as np
 import torch
 
 from histo_net.calibration import CalibrationFit, fit_calibration
-from histo_net.errors import ConfigError, HistoNetError
+from histo_net.errors import HistoNetError
 from histo_net.features.embed import SlideEmbedding
-from histo_net.features.ood import (
-    DomainCheck,
-    DomainReference,
-    check_slide,
-    fit_domain_reference,
-    tile_area_mm2,
-    tumour_probability,
-)
+from histo_net.features.ood import DomainReference, fit_domain_reference, tumour_probability
 from histo_net.features.qc import QCReference, build_qc_reference
-from histo_net.features.store import FeaturesKey, read_features_attrs, read_features_h5
 from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from histo_net.models.card import write_model_card
-from histo_net.models.mil import attention_for_class
+from histo_net.models.hierarchy import SubtypeHead
 from histo_net.taxonomy import NON_TUMOUR
 from histo_net.train.context import RunContext, fingerprint, stage1_fingerprint
 from histo_net.train.crossfit import cross_fit_logits
+from histo_net.train.eval_sets import (
+    eval_set,
+    load_embeddings,
+    mil_targets,
+    slide_area,
+    target_head,
+)
 from histo_net.train.evaluation import EvalResult, EvalSet, compute_metrics, write_evaluation
-from histo_net.train.mil import predict_bags, train_mil
-from histo_net.train.stages import features_path, load_trained_encoder
+from histo_net.train.mil import train_mil
+from histo_net.train.stages import load_trained_encoder
 from histo_net.train.tile_head import (
     FrozenEncoder,
     TileHead,
@@ -42,58 +41,11 @@ from histo_net.train.tile_head import (
     train_tile_head,
     with_tile_probs,
 )
-from histo_net.wsi.inputs import SlideSpec
 
 logger = logging.getLogger(__name__)
 
 BUNDLE_NAME = "model.pt"
 MIL_LAST = "mil_last.pt"
-
-
-def load_embeddings(ctx: RunContext, enc_hash: str) -> dict[str, SlideEmbedding]:
-    """Every slide's features h5 (must match ``enc_hash``); ConfigError naming a missing one."""
-    out: dict[str, SlideEmbedding] = {}
-    for slide in ctx.manifest.slides:
-        path = features_path(ctx, slide.slide_id)
-        key = FeaturesKey.for_tiles(enc_hash, ctx.tiles[slide.slide_id].tiles)
-        if not (path.is_file() and key.matches(read_features_attrs(path))):
-            raise ConfigError(f"{path}: missing or from another encoder; run --stage features first")
-        out[slide.slide_id], _, _ = read_features_h5(path)
-    return out
-
-
-def slide_area(ctx: RunContext) -> float:
-    """Tissue area (mm^2) one tile of this run's grid stands for."""
-    return tile_area_mm2(ctx.cfg.tiling.stride, ctx.cfg.tiling.target_mpp)
-
-
-def slide_checks(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbedding],
-                 reference: DomainReference | None) -> list[list[DomainCheck]]:
-    """Per slide, every check of ``reference`` (the same step as prediction)."""
-    return [check_slide(reference, embs[s.slide_id].features, embs[s.slide_id].tile_probs,
-                        embs[s.slide_id].qc, tile_class_names=ctx.tile_class_names,
-                        tile_area=slide_area(ctx))[1] for s in slides]
-
-
-def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbedding],
-             mil: torch.nn.Module, reference: DomainReference | None = None) -> EvalSet:
-    """Whole-bag MIL predictions, tile outputs and slide checks of ``slides`` (with >= 1 tile)."""
-    slides = [s for s in slides if len(embs[s.slide_id].features)]
-    bags = [torch.from_numpy(embs[s.slide_id].features) for s in slides]
-    logits, attention = predict_bags(mil, bags, device=ctx.device)
-    # class-specific MIL: the predicted class's attention row, as prediction shows it
-    attention = [attention_for_class(a, int(np.argmax(lg))) for a, lg in zip(attention, logits)]
-    names = ctx.class_names
-    return EvalSet(
-        slide_ids=[s.slide_id for s in slides],
-        labels=np.asarray([names.index(str(s.label)) for s in slides], dtype=np.int64),
-        logits=logits, attention=attention,
-        tile_probs=[embs[s.slide_id].tile_probs for s in slides],
-        tile_labels=[ctx.tiles[s.slide_id].labels if ctx.tiles[s.slide_id].in_tumour is not None else None
-                     for s in slides],
-        in_tumour=[ctx.tiles[s.slide_id].in_tumour for s in slides],
-        checks=slide_checks(ctx, slides, embs, reference) if reference is not None else None,
-        subtypes=[s.extra.get("subtype", "") for s in slides])
 
 
 def mil_ctor_kwargs(ctx: RunContext) -> dict[str, Any]:
@@ -117,12 +69,13 @@ def calibration_method(ctx: RunContext) -> str:
 
 
 def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Module,
-              epochs: int) -> CalibrationFit:
+              epochs: int, head: SubtypeHead | None = None) -> CalibrationFit:
     """Temperature, threshold and band on held-out predictions (see :func:`calibration_method`).
 
     ``cross_fit`` retrains the MIL head on k patient-grouped folds of train + validation for
     ``epochs`` epochs and fits on the out-of-fold logits; ``validation`` uses ``mil`` on the
-    validation split; with no validation slides at all, the training slides (warned).
+    validation split; with no validation slides at all, the training slides (warned). With
+    a subtype ``head`` the MIL learns subtypes and is calibrated on the folded top-level logits.
     """
     cal = ctx.cfg.calibration
     method = calibration_method(ctx)
@@ -132,18 +85,20 @@ def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Mo
         mcfg = ctx.cfg.mil
         logits = cross_fit_logits(
             [torch.from_numpy(embs[s.slide_id].features) for s in pool],
-            [names.index(str(s.label)) for s in pool], [s.patient_id or s.slide_id for s in pool],
-            num_classes=len(names), folds=cal.folds, epochs=epochs, seed=ctx.cfg.seed, device=ctx.device,
+            mil_targets(ctx, pool, head), [s.patient_id or s.slide_id for s in pool],
+            num_classes=len(head.names) if head else len(names), folds=cal.folds, epochs=epochs,
+            seed=ctx.cfg.seed, device=ctx.device,
             mil_kwargs=mil_ctor_kwargs(ctx),
             lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
             class_weighted=mcfg.class_weights)
+        logits = head.top_logits(logits) if head is not None else logits
         labels = np.asarray([names.index(str(s.label)) for s in pool], dtype=np.int64)
     else:
         slides = ctx.slides_in("val")
         if not slides:
             logger.warning("no validation slides: calibrating on the training slides")
             method, slides = "training", ctx.slides_in("train")
-        ev = eval_set(ctx, slides, embs, mil)
+        ev = eval_set(ctx, slides, embs, mil, head=head)
         logits, labels = ev.logits, ev.labels
     return fit_calibration(logits, labels, class_names=names, positive_index=names.index(ctx.positive_class),
                            method=method, target_error=1.0 - cal.target_precision,
@@ -228,7 +183,8 @@ def mil_fingerprint(ctx: RunContext, enc_hash: str) -> str:
                        cfg.calibration.model_dump(mode="json"), cfg.evaluation.model_dump(mode="json"),
                        cfg.guardrails.model_dump(mode="json"), cfg.domain.model_dump(mode="json"),
                        ctx.positive_class,
-                       *([cfg.encoder.model_dump(mode="json")] if cfg.frozen_encoder else []))
+                       *([cfg.encoder.model_dump(mode="json")] if cfg.frozen_encoder else []),
+                       *(["target=subtype"] if cfg.target == "subtype" else []))
 
 
 def bundle_matches(ctx: RunContext, enc_hash: str) -> bool:
@@ -249,11 +205,10 @@ def _train_qc(ctx: RunContext, embs: dict[str, SlideEmbedding]) -> QCReference:
     return build_qc_reference(qc, index)
 
 
-def _bags(ctx: RunContext, embs: dict[str, SlideEmbedding], split: str
+def _bags(ctx: RunContext, embs: dict[str, SlideEmbedding], split: str, head: SubtypeHead | None
           ) -> tuple[list[torch.Tensor], list[int]]:
     chosen = [s for s in ctx.slides_in(split) if len(embs[s.slide_id].features)]
-    return ([torch.from_numpy(embs[s.slide_id].features) for s in chosen],
-            [ctx.class_names.index(str(s.label)) for s in chosen])
+    return [torch.from_numpy(embs[s.slide_id].features) for s in chosen], mil_targets(ctx, chosen, head)
 
 
 def _metrics(ctx: RunContext, ev: EvalSet, cal: CalibrationFit) -> EvalResult:
@@ -318,8 +273,9 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
     t0 = time.perf_counter()
     embs = load_embeddings(ctx, enc_hash)
     names, mcfg = ctx.class_names, ctx.cfg.mil
-    train_bags, train_labels = _bags(ctx, embs, "train")
-    val_bags, val_labels = _bags(ctx, embs, "val")
+    subtypes = target_head(ctx)
+    train_bags, train_labels = _bags(ctx, embs, "train", subtypes)
+    val_bags, val_labels = _bags(ctx, embs, "val", subtypes)
     if not val_bags:
         logger.warning("no validation slides; MIL early stopping and calibration use training slides")
         val_bags, val_labels = train_bags, train_labels
@@ -331,21 +287,21 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(fp + "\n")
     mil, history = train_mil(
-        train_bags, train_labels, val_bags, val_labels, num_classes=len(names), mil_kwargs=mil_kwargs,
-        epochs=mcfg.epochs, lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
+        train_bags, train_labels, val_bags, val_labels, mil_kwargs=mil_kwargs,
+        num_classes=len(subtypes.names) if subtypes else len(names), epochs=mcfg.epochs, lr=mcfg.lr, weight_decay=mcfg.weight_decay, max_bag_size=mcfg.max_bag_tiles,
         class_weighted=mcfg.class_weights, patience=mcfg.patience, seed=ctx.cfg.seed, device=ctx.device,
         checkpoint_path=last, resume=resume, log_csv=ctx.path("logs", "mil.csv"))
     head = None
     if frozen is not None:
-        head = train_tile_head(ctx, embs, mil)
+        head = train_tile_head(ctx, embs, mil, subtypes)
         embs = with_tile_probs(embs, head)
     best_epoch = int(np.argmin([h.get("val_loss", np.inf) for h in history])) if history else 0
-    cal = calibrate(ctx, embs, mil, epochs=max(1, best_epoch + 1))
+    cal = calibrate(ctx, embs, mil, epochs=max(1, best_epoch + 1), head=subtypes)
     qc_ref = _train_qc(ctx, embs)
     domain = fit_domain(ctx, embs, qc_ref)
     val_slides = ctx.slides_in("val")
-    val_result = _metrics(ctx, eval_set(ctx, val_slides, embs, mil, domain), cal) if val_slides else None
-    test = eval_set(ctx, ctx.slides_in("test"), embs, mil, domain)
+    val_result = _metrics(ctx, eval_set(ctx, val_slides, embs, mil, domain, subtypes), cal) if val_slides else None
+    test = eval_set(ctx, ctx.slides_in("test"), embs, mil, domain, subtypes)
     result = _metrics(ctx, test, cal)
     warnings = guardrail_warnings(ctx, val_result, cal, domain)
     stage1_hist = cnn_ckpt.get("history") or []
@@ -378,7 +334,9 @@ def stage_mil(ctx: RunContext, enc_hash: str, cnn_ckpt: dict[str, Any], *, resum
         training_config=training_config, metrics=result.to_json(per_slide=False),
         qc_reference=qc_ref, versions=library_versions(), calibration=cal.to_dict(),
         domain_reference=domain, training_slides=training_slides(ctx), guardrail_warnings=warnings,
-        validation_summary=validation_summary(val_result, result, cal))
+        validation_summary=validation_summary(val_result, result, cal),
+        subtype_names=list(subtypes.names) if subtypes else [],
+        subtype_groups=list(subtypes.groups) if subtypes else [])
     save_bundle(bundle_path, bundle)
     write_model_card(ctx.path("model_card.md"), bundle)
     logger.info("stage 3 done: test slide AUROC %s", result.slide_auroc)

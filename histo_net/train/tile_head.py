@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from histo_net.errors import ConfigError, ModelBundleError
 from histo_net.features.embed import SlideEmbedding
 from histo_net.models.encoders import PretrainedEncoder, feature_key_for
+from histo_net.models.hierarchy import SubtypeHead
 from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.presets import EncoderPreset, get_preset
 from histo_net.models.weights import file_sha256
@@ -139,9 +140,10 @@ def _sample(n: int, cap: int, seed: int) -> npt.NDArray[np.int64]:
     return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False)).astype(np.int64)
 
 
-def train_tile_head(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: GatedAttentionMIL
-                    ) -> TileHead:
-    """Fit the tile head on the training slides' cached features (see the module docstring)."""
+def train_tile_head(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: GatedAttentionMIL,
+                    subtypes: SubtypeHead | None = None) -> TileHead:
+    """Fit the tile head on the training slides' cached features (see the module docstring);
+    a subtype MIL head's instance probabilities are summed per class first."""
     ecfg = ctx.cfg.encoder
     annotated = ctx.manifest.has_annotations
     names = ctx.tile_class_names
@@ -166,7 +168,10 @@ def train_tile_head(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: Gated
                                     torch.zeros(()))
         source: HeadSource = "annotations"
     else:
-        targets = mil_instance_probs(mil.to(ctx.device), x)  # (M,C) soft targets
+        targets = mil_instance_probs(mil.to(ctx.device), x)  # (M,C) soft targets, (M,K) subtypes
+        if subtypes is not None:
+            index = torch.as_tensor(subtypes.group_index, device=targets.device)
+            targets = torch.zeros(len(x), len(names), device=targets.device).index_add_(1, index, targets)
         source = "mil_instances"
     head, loss = fit_linear_head(x, targets, epochs=ecfg.head_epochs, lr=ecfg.head_lr,
                                  weight_decay=ecfg.head_weight_decay, seed=ctx.cfg.seed,

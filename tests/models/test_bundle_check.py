@@ -34,6 +34,9 @@ def test_a_consistent_bundle_passes(good) -> None:
     ({"target_mpp": 80.0}, "target_mpp must be"),
     ({"tile_class_names": ["non_tumour", "a"]}, "tile classifier has 3 outputs"),
     ({"training_config": {"tiling": {"stride_px": -3}}}, "tile spec / training tiling settings"),
+    ({"subtype_names": ["a", "b", "c"], "subtype_groups": [0, 1, 1]}, "3 subtype_names but the MIL model has 2"),
+    ({"subtype_names": ["a", "b"], "subtype_groups": [0, 0]}, "leave a class of"),
+    ({"subtype_names": ["a", "b"], "subtype_groups": [0]}, "must give one class index"),
 ])
 def test_each_inconsistency_is_named(good, tmp_path: Path, change: dict, words: str) -> None:
     bad = dataclasses.replace(good, **change)

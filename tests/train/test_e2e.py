@@ -18,21 +18,10 @@ import pytest
 import torch
 
 from histo_net.cli.main import main
+from tests.train.conftest import FAST
 
-FAST_SETTINGS = ["--set", "tiling.tile_size_px=64", "--set", "tile_cnn.epochs=2",
-        "--set", "tile_cnn.max_tiles_per_slide=64", "--set", "tile_cnn.val_max_tiles_per_slide=32",
-        "--set", "tile_cnn.batch_size=32", "--set", "mil.epochs=10",
-        "--set", "evaluation.bootstrap_samples=100"]
-FAST = [*FAST_SETTINGS, "--workers", "1", "--no-progress"]
 HEADLINE = ("slide_auroc", "balanced_accuracy", "ece_before_scaling", "ece_after_scaling",
             "tile_auroc", "attention_localisation_auroc", "temperature", "threshold")
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run") / "RUN"
-    assert main(["train", "--manifest", str(tiny_cohort), "--out", str(run), *FAST]) == 0
-    return run
 
 
 def test_train_writes_loadable_bundle_and_finite_metrics(trained_run: Path) -> None:
