@@ -14,6 +14,7 @@ detected; ``embedding`` (kNN distance) -> not assessable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,12 +25,16 @@ import numpy.typing as npt
 
 from histo_net.calibration import Limit, prediction_limit
 from histo_net.features.qc import QC_FEATURE_NAMES
+from histo_net.features.tile_outliers import fit_tile_ranges, outside_share
 from histo_net.taxonomy import NON_TUMOUR
 
 IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
 #: a fitted tumour-burden limit that flags more of the reference (tumour) slides than this is
 #: not used: the model cannot tell tumour-free tissue from tumour (a guardrail warning says so)
 MAX_TUMOUR_FLAG_RATE = 0.25
+#: a slide with more than this share of its tiles blurrier, or stained outside the range, of the
+#: training tiles is not assessable, however few reference slides the fitted limit rests on
+MAX_TILE_OUTLIER_SHARE = 0.5
 #: stain descriptors (QC columns, slide median over tiles) checked two-sided
 STAIN_DESCRIPTORS: tuple[str, ...] = ("od_r", "od_g", "od_b", "haematoxylin", "eosin", "dab")
 #: sharpness = this percentile of the tiles' log10 Laplacian variance (low = blurred slide)
@@ -41,6 +46,8 @@ LABELS = {
     "sharpness": f"sharpness (log10 Laplacian variance, {SHARPNESS_PERCENTILE:.0f}th percentile of tiles)",
     "embedding_distance": "tile-embedding distance to the training tiles (median kNN cosine distance)",
     "tumour_share": "tumour burden (probability-weighted share of tiles the tile CNN calls tumour)",
+    "blurred_fraction": "share of tiles blurrier than the training tiles (below their blur threshold)",
+    "stain_outlier_fraction": "share of tiles whose stain lies outside the training tiles' range",
     **{f"stain_{name}": f"stain: median {name} optical density" for name in STAIN_DESCRIPTORS},
 }
 
@@ -89,10 +96,16 @@ class SlideStats:
     tumour_share: float | None
     tumour_area_mm2: float | None
     embedding_distance: float | None = None
+    #: smoothed share of tiles outside the reference tiles' stain range (NaN: no ranges)
+    stain_outlier_fraction: float = float("nan")
 
     def values(self) -> dict[str, float | None]:
-        """Check name -> value."""
+        """Check name -> value (tile shares smoothed, see :mod:`histo_net.features.tile_outliers`)."""
         out: dict[str, float | None] = {"tissue_mm2": self.tissue_mm2, "sharpness": self.sharpness}
+        blurred = self.blurred_fraction
+        out["blurred_fraction"] = ((blurred * self.n_tiles + 0.5) / (self.n_tiles + 1)
+                                   if math.isfinite(blurred) and self.n_tiles else None)
+        out["stain_outlier_fraction"] = self.stain_outlier_fraction
         out.update({f"stain_{k}": v for k, v in self.stain.items()})
         out["embedding_distance"] = self.embedding_distance
         out["tumour_share"] = self.tumour_share
@@ -139,11 +152,13 @@ def knn_distance(features: npt.ArrayLike, bank: npt.ArrayLike, k: int,
 
 def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.ArrayLike, *,
                 tile_class_names: Sequence[str], tile_area_mm2: float, blur_threshold: float | None,
-                qc_names: Sequence[str] = QC_FEATURE_NAMES) -> SlideStats:
+                qc_names: Sequence[str] = QC_FEATURE_NAMES,
+                stain_ranges: dict[str, tuple[float, float]] | None = None) -> SlideStats:
     """Statistics of one slide from its (N,D) embeddings, (N,Ct) tile probabilities, (N,K) QC.
 
     ``tile_area_mm2``: tissue area one tile stands for (stride squared, at target mpp);
-    ``blur_threshold``: Laplacian variance below which a tile counts as blurred.
+    ``blur_threshold``: Laplacian variance below which a tile counts as blurred;
+    ``stain_ranges``: the reference tiles' per-descriptor stain range (outlier share).
     The embedding distance is filled in by :meth:`DomainReference.embedding_distance`.
     """
     qc = np.asarray(qc, dtype=np.float64)
@@ -161,8 +176,10 @@ def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.Arra
     p_tumour = tumour_probability(tile_probs, tile_class_names)
     share = float(np.mean(p_tumour)) if p_tumour is not None and n else None
     area = float(np.sum(p_tumour)) * tile_area_mm2 if p_tumour is not None else None
+    outliers = outside_share(qc, col, stain_ranges) if stain_ranges and n else float("nan")
     return SlideStats(n_tiles=n, tissue_mm2=n * float(tile_area_mm2), sharpness=sharp,
-                      blurred_fraction=blurred, stain=stain, tumour_share=share, tumour_area_mm2=area)
+                      blurred_fraction=blurred, stain=stain, tumour_share=share, tumour_area_mm2=area,
+                      stain_outlier_fraction=outliers)
 
 
 @dataclass
@@ -181,6 +198,8 @@ class DomainReference:
     fitted_on: dict[str, int] = field(default_factory=dict)
     in_sample_flag_rate: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    #: per stain descriptor, the reference tiles' central range (tile outlier share)
+    tile_stain_range: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def embedding_distance(self, features: npt.ArrayLike) -> float | None:
         """Median over tiles of the kNN cosine distance to the bank; None without a bank."""
@@ -197,7 +216,8 @@ class DomainReference:
                 "knn_k": int(self.knn_k), "alpha": float(self.alpha),
                 "blur_threshold": self.blur_threshold, "fitted_on": dict(self.fitted_on),
                 "in_sample_flag_rate": dict(self.in_sample_flag_rate),
-                "diagnostics": dict(self.diagnostics)}
+                "diagnostics": dict(self.diagnostics),
+                "tile_stain_range": {k: [float(lo), float(hi)] for k, (lo, hi) in self.tile_stain_range.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DomainReference | None:
@@ -214,7 +234,9 @@ class DomainReference:
                    fitted_on={str(k): int(v) for k, v in (data.get("fitted_on") or {}).items()},
                    in_sample_flag_rate={str(k): float(v) for k, v in
                                         (data.get("in_sample_flag_rate") or {}).items()},
-                   diagnostics={str(k): float(v) for k, v in (data.get("diagnostics") or {}).items()})
+                   diagnostics={str(k): float(v) for k, v in (data.get("diagnostics") or {}).items()},
+                   tile_stain_range={str(k): (float(v[0]), float(v[1]))
+                                     for k, v in (data.get("tile_stain_range") or {}).items()})
 
 
 def assess_slide(stats: SlideStats, reference: DomainReference | None) -> list[DomainCheck]:
@@ -285,10 +307,13 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     owners = [i for i, b in enumerate(in_bank) if b]
     features = [np.asarray(f, dtype=np.float32) for f, _, _ in slides]
     bank, owner = _bank(features, owners, bank_size, rng)
+    qc_cols = {name: i for i, name in enumerate(QC_FEATURE_NAMES)}
+    ranges = fit_tile_ranges([np.asarray(q) for (_, _, q), b in zip(slides, in_bank) if b], qc_cols,
+                             STAIN_DESCRIPTORS)
     stats, dist = [], np.full(len(slides), np.nan)
     for i, (f, p, q) in enumerate(slides):
         full = slide_stats(f, p, q, tile_class_names=tile_class_names, tile_area_mm2=tile_area,
-                           blur_threshold=blur_threshold)
+                           blur_threshold=blur_threshold, stain_ranges=ranges)
         pick = np.sort(rng.choice(len(f), size=min(score_tiles, len(f)), replace=False)) if len(f) else []
         sub = slide_stats(features[i][pick], np.asarray(p)[pick], np.asarray(q)[pick],
                           tile_class_names=tile_class_names, tile_area_mm2=tile_area,
@@ -299,7 +324,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
             dist[i] = float(np.median(knn_distance(features[i][pick], bank, knn_k, exclude=exclude)))
             full.embedding_distance = float(dist[i])
         stats.append(full)
-    tails = 2 + 2 * len(STAIN_DESCRIPTORS) + 1
+    tails = 2 + 2 * len(STAIN_DESCRIPTORS) + 1 + 2
     a = alpha / tails
     col = {k: np.array([np.nan if v is None else float(v) for v in (s.values()[k] for s in stats)])
            for k in stats[0].values()} if stats else {}
@@ -314,6 +339,10 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
             for kind in ("min", "max"):
                 limits[f"stain_{name}:{kind}"] = prediction_limit(
                     col[f"stain_{name}"], alpha=a, kind=kind, transform=transform, min_scale=0.01)
+        # tile shares: per-tile ranges from thousands of reference tiles keep these sharp
+        for name in ("blurred_fraction", "stain_outlier_fraction"):
+            fitted = prediction_limit(col[name], alpha=a, kind="max", transform="logit", min_scale=0.1)
+            limits[f"{name}:max"] = dataclasses.replace(fitted, limit=min(fitted.limit, MAX_TILE_OUTLIER_SHARE))
         limits["embedding_distance:max"] = prediction_limit(col["embedding_distance"], alpha=a, kind="max",
                                                             transform="log", min_scale=0.01)
     null = None if null_tumour_shares is None else np.asarray(null_tumour_shares, dtype=np.float64)
@@ -324,7 +353,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         limits["tumour_share:min"] = prediction_limit(col["tumour_share"], alpha=alpha_tumour, kind="min",
                                                       transform="logit")
     reference = DomainReference(limits=limits, bank=bank.astype(np.float16), knn_k=knn_k, alpha=alpha,
-                                blur_threshold=blur_threshold,
+                                blur_threshold=blur_threshold, tile_stain_range=ranges,
                                 fitted_on={"slides": len(stats), "bank_slides": len(owners),
                                            "bank_tiles": len(bank),
                                            "null_slides": 0 if null is None else int(np.isfinite(null).sum())})
@@ -361,7 +390,8 @@ def check_slide(reference: DomainReference | None, features: npt.ArrayLike, tile
     """The ONE slide-check step (prediction and evaluation): statistics, then every check."""
     stats = slide_stats(features, tile_probs, qc, tile_class_names=tile_class_names,
                         tile_area_mm2=tile_area,
-                        blur_threshold=None if reference is None else reference.blur_threshold)
+                        blur_threshold=None if reference is None else reference.blur_threshold,
+                        stain_ranges=None if reference is None else reference.tile_stain_range)
     if reference is not None:
         stats.embedding_distance = reference.embedding_distance(features)
     return stats, assess_slide(stats, reference)
