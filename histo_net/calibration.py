@@ -206,11 +206,13 @@ class CalibrationFit:
 def fit_calibration(logits: npt.ArrayLike, labels: npt.ArrayLike, *, class_names: list[str],
                     positive_index: int, method: str, target_error: float = 0.05,
                     fixed_threshold: float | None = None, fit_temperature_: bool = True,
-                    min_per_class: int = 10) -> CalibrationFit:
+                    min_per_class: int = 10, min_temperature: float = 0.0) -> CalibrationFit:
     """Fit T, threshold and band on held-out ``logits`` (S,C) with ``labels`` (S,) int.
 
     Warnings (returned and logged) when a class has fewer than ``min_per_class`` slides,
     when the temperature lands on a bound, or when the band cannot reach ``target_error``.
+    ``min_temperature``: a fitted T below it is raised to it (warned); cross-fitting uses 1,
+    since the deployed model is sharper than the fold models whose logits T was fitted on.
     """
     logits = np.asarray(logits, dtype=np.float64).reshape(-1, len(class_names))
     labels = np.asarray(labels, dtype=np.int64).ravel()
@@ -227,6 +229,10 @@ def fit_calibration(logits: npt.ArrayLike, labels: npt.ArrayLike, *, class_names
     if tfit.at_bound:
         warnings.append(f"temperature {tfit.temperature:.3g} is at its search bound "
                         f"[{T_MIN}, {T_MAX}]; calibration is unreliable")
+    if tfit.temperature < min_temperature:
+        warnings.append(f"fitted temperature {tfit.temperature:.3g} would sharpen the model; raised to "
+                        f"{min_temperature:g} ({method} calibration may soften, never sharpen)")
+        tfit = TemperatureFit(float(min_temperature), tfit.smoothing, False)
     probs = calibrated_probs(logits, tfit.temperature) if n else np.zeros((0, len(class_names)))
     if len(class_names) != 2:
         top = probs.max(axis=1) if n else np.zeros(0)

@@ -54,6 +54,17 @@ def test_underconfident_gives_t_below_one() -> None:
     assert fit_temperature(logits, labels) < 1.0
 
 
+def test_min_temperature_stops_a_sharpening_fit_and_says_so() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    logits = np.stack([np.zeros(400), (2 * labels - 1) * 0.4 + rng.normal(0, 0.3, 400)], axis=1)
+    free = fit_calibration(logits, labels, class_names=["a", "b"], positive_index=1, method="cross_fit")
+    assert free.temperature < 1.0  # under-confident fold logits would be sharpened
+    held = fit_calibration(logits, labels, class_names=["a", "b"], positive_index=1, method="cross_fit",
+                           min_temperature=1.0)
+    assert held.temperature == 1.0 and any("never sharpen" in w for w in held.warnings)
+
+
 def test_threshold_maximises_balanced_accuracy() -> None:
     rng = np.random.default_rng(3)
     labels = (rng.random(400) < 0.2).astype(int)  # imbalanced: 0.5 is not optimal

@@ -103,7 +103,10 @@ def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Mo
     return fit_calibration(logits, labels, class_names=names, positive_index=names.index(ctx.positive_class),
                            method=method, target_error=1.0 - cal.target_precision,
                            fixed_threshold=cal.threshold, fit_temperature_=cal.temperature,
-                           min_per_class=cal.min_per_class)
+                           min_per_class=cal.min_per_class,
+                           # fold models (fewer slides, fewer epochs) are softer than the final
+                           # model: a temperature that sharpens them would overstate its confidence
+                           min_temperature=1.0 if method == "cross_fit" else 0.0)
 
 
 def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCReference) -> DomainReference | None:
