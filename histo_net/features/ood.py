@@ -45,7 +45,7 @@ LABELS = {
     "tissue_mm2": "tiled tissue area (mm\u00b2)",
     "sharpness": f"sharpness (log10 Laplacian variance, {SHARPNESS_PERCENTILE:.0f}th percentile of tiles)",
     "embedding_distance": "tile-embedding distance to the training tiles (median kNN cosine distance)",
-    "tumour_share": "tumour burden (probability-weighted share of tiles the tile CNN calls tumour)",
+    "tumour_share": "tumour burden (probability-weighted share of tiles the tile classifier calls tumour)",
     "blurred_fraction": "share of tiles blurrier than the training tiles (below their blur threshold)",
     "stain_outlier_fraction": "share of tiles whose stain lies outside the training tiles' range",
     **{f"stain_{name}": f"stain: median {name} optical density" for name in STAIN_DESCRIPTORS},
