@@ -24,8 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from histo_net.calibration import Limit, prediction_limit
+from histo_net.features.knn import knn_distance, sample_bank
 from histo_net.features.qc import QC_FEATURE_NAMES
-from histo_net.features.tile_outliers import fit_tile_ranges, outside_share
+from histo_net.features.tile_outliers import fit_tile_ranges, outside_share, smoothed_share
 from histo_net.taxonomy import NON_TUMOUR
 
 IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
@@ -35,6 +36,8 @@ MAX_TUMOUR_FLAG_RATE = 0.25
 #: a slide with more than this share of its tiles blurrier, or stained outside the range, of the
 #: training tiles is not assessable, however few reference slides the fitted limit rests on
 MAX_TILE_OUTLIER_SHARE = 0.5
+#: the QC column whose per-tile upper range gives the "sharper than training" share
+TEXTURE = "blur_laplacian_var"
 #: stain descriptors (QC columns, slide median over tiles) checked two-sided
 STAIN_DESCRIPTORS: tuple[str, ...] = ("od_r", "od_g", "od_b", "haematoxylin", "eosin", "dab")
 #: sharpness = this percentile of the tiles' log10 Laplacian variance (low = blurred slide)
@@ -48,6 +51,7 @@ LABELS = {
     "tumour_share": "tumour burden (probability-weighted share of tiles the tile classifier calls tumour)",
     "blurred_fraction": "share of tiles blurrier than the training tiles (below their blur threshold)",
     "stain_outlier_fraction": "share of tiles whose stain lies outside the training tiles' range",
+    "sharper_fraction": "share of tiles with more fine texture (Laplacian variance) than the training tiles",
     **{f"stain_{name}": f"stain: median {name} optical density" for name in STAIN_DESCRIPTORS},
 }
 
@@ -98,6 +102,8 @@ class SlideStats:
     embedding_distance: float | None = None
     #: smoothed share of tiles outside the reference tiles' stain range (NaN: no ranges)
     stain_outlier_fraction: float = float("nan")
+    #: smoothed share of tiles sharper than the reference tiles' range (real tissue vs drawn)
+    sharper_fraction: float = float("nan")
 
     def values(self) -> dict[str, float | None]:
         """Check name -> value (tile shares smoothed, see :mod:`histo_net.features.tile_outliers`)."""
@@ -106,6 +112,7 @@ class SlideStats:
         out["blurred_fraction"] = ((blurred * self.n_tiles + 0.5) / (self.n_tiles + 1)
                                    if math.isfinite(blurred) and self.n_tiles else None)
         out["stain_outlier_fraction"] = self.stain_outlier_fraction
+        out["sharper_fraction"] = self.sharper_fraction
         out.update({f"stain_{k}": v for k, v in self.stain.items()})
         out["embedding_distance"] = self.embedding_distance
         out["tumour_share"] = self.tumour_share
@@ -122,32 +129,6 @@ def tumour_probability(tile_probs: npt.ArrayLike, tile_class_names: Sequence[str
         return None
     probs = np.asarray(tile_probs, dtype=np.float64).reshape(-1, len(tile_class_names))
     return 1.0 - probs[:, list(tile_class_names).index(NON_TUMOUR)]
-
-
-def normalise_rows(x: npt.ArrayLike) -> np.ndarray:
-    """(N,D) float32 rows scaled to unit L2 norm (zero rows stay zero)."""
-    a = np.asarray(x, dtype=np.float32)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)
-
-
-def knn_distance(features: npt.ArrayLike, bank: npt.ArrayLike, k: int,
-                 exclude: npt.ArrayLike | None = None, batch: int = 1024) -> np.ndarray:
-    """(N,) mean cosine distance of each row of ``features`` to its ``k`` nearest bank rows.
-
-    ``bank`` (M,D) unit rows; ``exclude`` (N,M) bool or None: bank rows not to use per row
-    (leave-one-slide-out for reference slides).
-    """
-    f = normalise_rows(features)
-    b = np.asarray(bank, dtype=np.float32)
-    out = np.empty(len(f), np.float64)
-    k = max(1, min(int(k), len(b)))
-    for s in range(0, len(f), batch):
-        sim = f[s:s + batch] @ b.T  # (n,M) cosine similarity
-        if exclude is not None:
-            sim = np.where(np.asarray(exclude)[s:s + batch], -np.inf, sim)
-        top = -np.partition(-sim, k - 1, axis=1)[:, :k]  # (n,k) largest similarities
-        out[s:s + batch] = np.mean(1.0 - top, axis=1)
-    return out
 
 
 def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.ArrayLike, *,
@@ -176,10 +157,14 @@ def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.Arra
     p_tumour = tumour_probability(tile_probs, tile_class_names)
     share = float(np.mean(p_tumour)) if p_tumour is not None and n else None
     area = float(np.sum(p_tumour)) * tile_area_mm2 if p_tumour is not None else None
-    outliers = outside_share(qc, col, stain_ranges) if stain_ranges and n else float("nan")
+    ranges = stain_ranges or {}
+    stain_only = {k: v for k, v in ranges.items() if k in STAIN_DESCRIPTORS}
+    outliers = outside_share(qc, col, stain_only) if stain_only and n else nan
+    texture = ranges.get(TEXTURE)
+    sharper = (smoothed_share(qc[:, col[TEXTURE]] > texture[1]) if texture and TEXTURE in col and n else nan)
     return SlideStats(n_tiles=n, tissue_mm2=n * float(tile_area_mm2), sharpness=sharp,
                       blurred_fraction=blurred, stain=stain, tumour_share=share, tumour_area_mm2=area,
-                      stain_outlier_fraction=outliers)
+                      stain_outlier_fraction=outliers, sharper_fraction=sharper)
 
 
 @dataclass
@@ -262,21 +247,6 @@ def group_passed(checks: Sequence[DomainCheck], group: str) -> bool:
     return all(c.passed for c in checks if c.group == group)
 
 
-def _bank(features: Sequence[np.ndarray], owners: Sequence[int], size: int, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """(M,D) unit rows sampled evenly from the bank slides and (M,) owner slide index per row."""
-    per = max(1, math.ceil(size / max(1, len(owners))))
-    rows, owner = [], []
-    for i in owners:
-        f = np.asarray(features[i], dtype=np.float32)
-        take = rng.choice(len(f), size=min(per, len(f)), replace=False) if len(f) else np.zeros(0, int)
-        rows.append(normalise_rows(f[np.sort(take)]))
-        owner.append(np.full(len(take), i))
-    if not rows:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(rows), np.concatenate(owner).astype(np.int64)
-
-
 def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
                          tile_class_names: Sequence[str], tile_area: float, in_bank: Sequence[bool],
                          null_tumour_shares: npt.ArrayLike | None, alpha: float = 0.03,
@@ -306,10 +276,10 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     rng = np.random.default_rng(seed)
     owners = [i for i, b in enumerate(in_bank) if b]
     features = [np.asarray(f, dtype=np.float32) for f, _, _ in slides]
-    bank, owner = _bank(features, owners, bank_size, rng)
+    bank, owner = sample_bank(features, owners, bank_size, rng)
     qc_cols = {name: i for i, name in enumerate(QC_FEATURE_NAMES)}
     ranges = fit_tile_ranges([np.asarray(q) for (_, _, q), b in zip(slides, in_bank) if b], qc_cols,
-                             STAIN_DESCRIPTORS)
+                             (*STAIN_DESCRIPTORS, TEXTURE))
     stats, dist = [], np.full(len(slides), np.nan)
     for i, (f, p, q) in enumerate(slides):
         full = slide_stats(f, p, q, tile_class_names=tile_class_names, tile_area_mm2=tile_area,
@@ -324,7 +294,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
             dist[i] = float(np.median(knn_distance(features[i][pick], bank, knn_k, exclude=exclude)))
             full.embedding_distance = float(dist[i])
         stats.append(full)
-    tails = 2 + 2 * len(STAIN_DESCRIPTORS) + 1 + 2
+    tails = 2 + 2 * len(STAIN_DESCRIPTORS) + 1 + 3
     a = alpha / tails
     col = {k: np.array([np.nan if v is None else float(v) for v in (s.values()[k] for s in stats)])
            for k in stats[0].values()} if stats else {}
@@ -340,7 +310,7 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
                 limits[f"stain_{name}:{kind}"] = prediction_limit(
                     col[f"stain_{name}"], alpha=a, kind=kind, transform=transform, min_scale=0.01)
         # tile shares: per-tile ranges from thousands of reference tiles keep these sharp
-        for name in ("blurred_fraction", "stain_outlier_fraction"):
+        for name in ("blurred_fraction", "stain_outlier_fraction", "sharper_fraction"):
             fitted = prediction_limit(col[name], alpha=a, kind="max", transform="logit", min_scale=0.1)
             limits[f"{name}:max"] = dataclasses.replace(fitted, limit=min(fitted.limit, MAX_TILE_OUTLIER_SHARE))
         limits["embedding_distance:max"] = prediction_limit(col["embedding_distance"], alpha=a, kind="max",

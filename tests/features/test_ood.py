@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from histo_net.features.knn import knn_distance, normalise_rows
 from histo_net.features.ood import (
     EMBEDDING,
     IMAGE,
@@ -16,8 +17,6 @@ from histo_net.features.ood import (
     check_slide,
     fit_domain_reference,
     group_passed,
-    knn_distance,
-    normalise_rows,
 )
 from histo_net.features.qc import QC_FEATURE_NAMES
 

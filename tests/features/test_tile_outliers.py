@@ -63,6 +63,9 @@ def test_few_reference_slides_still_flag_a_restained_or_blurred_slide() -> None:
     assert not {"stain_outlier_fraction:max", "blurred_fraction:max"} & failed(_qc(rng, 200))
     assert "stain_outlier_fraction:max" in failed(_qc(rng, 200, eosin_shift=-0.8))
     assert "blurred_fraction:max" in failed(_qc(rng, 200, blur=0.05))
+    # real tissue scanned sharp against drawn training slides: more fine texture than any of them
+    assert "sharper_fraction:max" in failed(_qc(rng, 200, blur=20.0))
+    assert "sharper_fraction:max" not in failed(_qc(rng, 200, blur=0.05))
 
     back = type(ref).from_dict(ref.to_dict())
     assert back.tile_stain_range == ref.tile_stain_range
