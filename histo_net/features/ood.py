@@ -26,7 +26,12 @@ import numpy.typing as npt
 from histo_net.calibration import Limit, prediction_limit
 from histo_net.features.knn import knn_distance, sample_bank
 from histo_net.features.qc import QC_FEATURE_NAMES
-from histo_net.features.tile_outliers import fit_tile_ranges, outside_share, smoothed_share
+from histo_net.features.tile_outliers import (
+    fit_tile_ranges,
+    outside_share,
+    smoothed_fraction,
+    smoothed_share,
+)
 from histo_net.taxonomy import NON_TUMOUR
 
 IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
@@ -108,9 +113,7 @@ class SlideStats:
     def values(self) -> dict[str, float | None]:
         """Check name -> value (tile shares smoothed, see :mod:`histo_net.features.tile_outliers`)."""
         out: dict[str, float | None] = {"tissue_mm2": self.tissue_mm2, "sharpness": self.sharpness}
-        blurred = self.blurred_fraction
-        out["blurred_fraction"] = ((blurred * self.n_tiles + 0.5) / (self.n_tiles + 1)
-                                   if math.isfinite(blurred) and self.n_tiles else None)
+        out["blurred_fraction"] = smoothed_fraction(self.blurred_fraction, self.n_tiles)
         out["stain_outlier_fraction"] = self.stain_outlier_fraction
         out["sharper_fraction"] = self.sharper_fraction
         out.update({f"stain_{k}": v for k, v in self.stain.items()})
@@ -183,7 +186,7 @@ class DomainReference:
     fitted_on: dict[str, int] = field(default_factory=dict)
     in_sample_flag_rate: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
-    #: per stain descriptor, the reference tiles' central range (tile outlier share)
+    #: per stain descriptor (and ``TEXTURE``), the reference tiles' central range (tile shares)
     tile_stain_range: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def embedding_distance(self, features: npt.ArrayLike) -> float | None:

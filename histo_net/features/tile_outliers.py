@@ -17,12 +17,17 @@ import numpy.typing as npt
 TILE_RANGE_TAIL = 0.005
 
 
-def smoothed_share(outside: npt.ArrayLike) -> float:
-    """``(k + 0.5) / (n + 1)`` for a (N,) bool mask with k True; NaN for N = 0."""
-    mask = np.asarray(outside, dtype=bool).ravel()
-    if mask.size == 0:
+def smoothed_fraction(fraction: float, n: int) -> float:
+    """``(k + 0.5) / (n + 1)`` for a raw share ``fraction = k / n``; NaN for n = 0 or NaN."""
+    if not n or not np.isfinite(fraction):
         return float("nan")
-    return float((mask.sum() + 0.5) / (mask.size + 1))
+    return float((fraction * n + 0.5) / (n + 1))
+
+
+def smoothed_share(outside: npt.ArrayLike) -> float:
+    """:func:`smoothed_fraction` of a (N,) bool mask; NaN for N = 0."""
+    mask = np.asarray(outside, dtype=bool).ravel()
+    return smoothed_fraction(float(mask.mean()) if mask.size else float("nan"), int(mask.size))
 
 
 def fit_tile_ranges(qc: Sequence[np.ndarray], columns: dict[str, int], names: Sequence[str],

@@ -70,9 +70,20 @@ class SubtypeHead:
         p = np.where(self.group_index == int(class_index), np.asarray(subtype_probs, dtype=np.float64), -1.0)
         return int(np.argmax(p))
 
+    def shown_subtype(self, logits: np.ndarray) -> int:
+        """(K,) subtype logits -> the subtype whose attention a class-specific heatmap shows: the
+        most probable subtype of the most probable class (as :func:`predict.model.decide_slide`)."""
+        return self.best_in_class(self.differential(logits, _softmax(self.top_logits(logits))),
+                                  int(np.argmax(self.top_logits(logits))))
+
     def index_of(self, subtype: str) -> int:
         """Output index of ``subtype``; ValueError when the head has no such subtype."""
         return self.names.index(subtype)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(np.asarray(z, dtype=np.float64) - np.max(z))
+    return e / e.sum()
 
 
 def _order_key(name: str) -> tuple[int, str]:

@@ -80,8 +80,10 @@ def eval_set(ctx: RunContext, slides: list[SlideSpec], embs: dict[str, SlideEmbe
     slides = [s for s in slides if len(embs[s.slide_id].features)]
     bags = [torch.from_numpy(embs[s.slide_id].features) for s in slides]
     logits, attention = predict_bags(mil, bags, device=ctx.device)
-    # class-specific MIL: the predicted output's attention row, as prediction shows it
-    attention = [attention_for_class(a, int(np.argmax(lg))) for a, lg in zip(attention, logits)]
+    # class-specific MIL: the attention row prediction shows (a subtype head: the best subtype
+    # of the most probable class)
+    attention = [attention_for_class(a, head.shown_subtype(lg) if head is not None else int(np.argmax(lg)))
+                 for a, lg in zip(attention, logits)]
     fine = None
     if head is not None:
         fine, logits = logits, head.top_logits(logits)
