@@ -32,6 +32,7 @@ from histo_net.features.tile_outliers import (
     smoothed_fraction,
     smoothed_share,
 )
+from histo_net.features.tumour_burden import TumourTileRule, fit_tumour_tile_rule, positive_tiles
 from histo_net.taxonomy import NON_TUMOUR
 
 IMAGE, TUMOUR, EMBEDDING = "image", "tumour", "embedding"
@@ -54,6 +55,7 @@ LABELS = {
     "sharpness": f"sharpness (log10 Laplacian variance, {SHARPNESS_PERCENTILE:.0f}th percentile of tiles)",
     "embedding_distance": "tile-embedding distance to the training tiles (median kNN cosine distance)",
     "tumour_share": "tumour burden (probability-weighted share of tiles the tile classifier calls tumour)",
+    "tumour_tiles": "tumour-positive tiles (limit: what tumour-free tissue of this many tiles reaches)",
     "blurred_fraction": "share of tiles blurrier than the training tiles (below their blur threshold)",
     "stain_outlier_fraction": "share of tiles whose stain lies outside the training tiles' range",
     "sharper_fraction": "share of tiles with more fine texture (Laplacian variance) than the training tiles",
@@ -109,6 +111,8 @@ class SlideStats:
     stain_outlier_fraction: float = float("nan")
     #: smoothed share of tiles sharper than the reference tiles' range (real tissue vs drawn)
     sharper_fraction: float = float("nan")
+    #: tiles with P(tumour) at or above the reference's tile threshold (None: no rule)
+    tumour_tiles: int | None = None
 
     def values(self) -> dict[str, float | None]:
         """Check name -> value (tile shares smoothed, see :mod:`histo_net.features.tile_outliers`)."""
@@ -119,11 +123,12 @@ class SlideStats:
         out.update({f"stain_{k}": v for k, v in self.stain.items()})
         out["embedding_distance"] = self.embedding_distance
         out["tumour_share"] = self.tumour_share
+        out["tumour_tiles"] = None if self.tumour_tiles is None else float(self.tumour_tiles)
         return out
 
 
 def _group(name: str) -> str:
-    return EMBEDDING if name == "embedding_distance" else TUMOUR if name == "tumour_share" else IMAGE
+    return EMBEDDING if name == "embedding_distance" else TUMOUR if name.startswith("tumour_") else IMAGE
 
 
 def tumour_probability(tile_probs: npt.ArrayLike, tile_class_names: Sequence[str]) -> np.ndarray | None:
@@ -137,12 +142,14 @@ def tumour_probability(tile_probs: npt.ArrayLike, tile_class_names: Sequence[str
 def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.ArrayLike, *,
                 tile_class_names: Sequence[str], tile_area_mm2: float, blur_threshold: float | None,
                 qc_names: Sequence[str] = QC_FEATURE_NAMES,
-                stain_ranges: dict[str, tuple[float, float]] | None = None) -> SlideStats:
+                stain_ranges: dict[str, tuple[float, float]] | None = None,
+                tumour_tile_threshold: float | None = None) -> SlideStats:
     """Statistics of one slide from its (N,D) embeddings, (N,Ct) tile probabilities, (N,K) QC.
 
     ``tile_area_mm2``: tissue area one tile stands for (stride squared, at target mpp);
     ``blur_threshold``: Laplacian variance below which a tile counts as blurred;
-    ``stain_ranges``: the reference tiles' per-descriptor stain range (outlier share).
+    ``stain_ranges``: the reference tiles' per-descriptor stain range (outlier share);
+    ``tumour_tile_threshold``: P(tumour) from which a tile counts as tumour-positive.
     The embedding distance is filled in by :meth:`DomainReference.embedding_distance`.
     """
     qc = np.asarray(qc, dtype=np.float64)
@@ -167,7 +174,9 @@ def slide_stats(features: npt.ArrayLike, tile_probs: npt.ArrayLike, qc: npt.Arra
     sharper = (smoothed_share(qc[:, col[TEXTURE]] > texture[1]) if texture and TEXTURE in col and n else nan)
     return SlideStats(n_tiles=n, tissue_mm2=n * float(tile_area_mm2), sharpness=sharp,
                       blurred_fraction=blurred, stain=stain, tumour_share=share, tumour_area_mm2=area,
-                      stain_outlier_fraction=outliers, sharper_fraction=sharper)
+                      stain_outlier_fraction=outliers, sharper_fraction=sharper,
+                      tumour_tiles=(positive_tiles(p_tumour, tumour_tile_threshold)
+                                    if p_tumour is not None and tumour_tile_threshold is not None else None))
 
 
 @dataclass
@@ -188,6 +197,8 @@ class DomainReference:
     diagnostics: dict[str, float] = field(default_factory=dict)
     #: per stain descriptor (and ``TEXTURE``), the reference tiles' central range (tile shares)
     tile_stain_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the no-tumour rule on the count of tumour-positive tiles (None: the share limit, if any)
+    tumour_rule: TumourTileRule | None = None
 
     def embedding_distance(self, features: npt.ArrayLike) -> float | None:
         """Median over tiles of the kNN cosine distance to the bank; None without a bank."""
@@ -205,7 +216,8 @@ class DomainReference:
                 "blur_threshold": self.blur_threshold, "fitted_on": dict(self.fitted_on),
                 "in_sample_flag_rate": dict(self.in_sample_flag_rate),
                 "diagnostics": dict(self.diagnostics),
-                "tile_stain_range": {k: [float(lo), float(hi)] for k, (lo, hi) in self.tile_stain_range.items()}}
+                "tile_stain_range": {k: [float(lo), float(hi)] for k, (lo, hi) in self.tile_stain_range.items()},
+                "tumour_rule": None if self.tumour_rule is None else self.tumour_rule.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DomainReference | None:
@@ -224,7 +236,8 @@ class DomainReference:
                                         (data.get("in_sample_flag_rate") or {}).items()},
                    diagnostics={str(k): float(v) for k, v in (data.get("diagnostics") or {}).items()},
                    tile_stain_range={str(k): (float(v[0]), float(v[1]))
-                                     for k, v in (data.get("tile_stain_range") or {}).items()})
+                                     for k, v in (data.get("tile_stain_range") or {}).items()},
+                   tumour_rule=TumourTileRule.from_dict(data.get("tumour_rule")))
 
 
 def assess_slide(stats: SlideStats, reference: DomainReference | None) -> list[DomainCheck]:
@@ -241,6 +254,12 @@ def assess_slide(stats: SlideStats, reference: DomainReference | None) -> list[D
         checks.append(DomainCheck(name=key, group=_group(name), label=LABELS.get(name, name),
                                   value=float(value), limit=float(limit.limit), kind=limit.kind,
                                   passed=limit.passes(float(value))))
+    rule = reference.tumour_rule
+    if rule is not None and stats.tumour_tiles is not None:
+        need = rule.min_tiles(stats.n_tiles)
+        checks.append(DomainCheck(name="tumour_tiles:min", group=TUMOUR, label=LABELS["tumour_tiles"],
+                                  value=float(stats.tumour_tiles), limit=float(need), kind="min",
+                                  passed=stats.tumour_tiles >= need))
     order = {IMAGE: 0, TUMOUR: 1, EMBEDDING: 2}
     return sorted(checks, key=lambda c: order[c.group])
 
@@ -252,7 +271,7 @@ def group_passed(checks: Sequence[DomainCheck], group: str) -> bool:
 
 def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
                          tile_class_names: Sequence[str], tile_area: float, in_bank: Sequence[bool],
-                         null_tumour_shares: npt.ArrayLike | None, alpha: float = 0.03,
+                         null_tumour_probs: Sequence[npt.ArrayLike] | None, alpha: float = 0.03,
                          alpha_tumour: float = 0.01, bank_size: int = 2048, knn_k: int = 5,
                          max_tumour_flag_rate: float = MAX_TUMOUR_FLAG_RATE,
                          blur_threshold: float | None = None, score_tiles: int = SCORE_TILES,
@@ -264,9 +283,10 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         tile_class_names, tile_area: as in :func:`slide_stats`.
         in_bank: per slide, True when its tiles go into the kNN bank (training slides; they
             are scored leave-one-slide-out), False for slides only scored (validation).
-        null_tumour_shares: per annotated slide, the mean P(tumour) over its non-tumour
-            tiles (what tumour-free tissue scores); None: the no-tumour limit is the lower
-            prediction bound of the slides' own tumour shares instead.
+        null_tumour_probs: per annotated slide, the (M_i,) P(tumour) of its tumour-free tiles
+            (what tumour-free tissue scores): the no-tumour rule on the count of tumour-positive
+            tiles (:mod:`histo_net.features.tumour_burden`) is fitted on them. None (or too few):
+            the no-tumour limit is the lower prediction bound of the slides' own tumour shares.
         alpha: share of in-distribution slides allowed to fail the image and embedding
             checks together (Bonferroni over their one-sided tails).
         alpha_tumour: the same for the tumour-burden check.
@@ -283,10 +303,12 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     qc_cols = {name: i for i, name in enumerate(QC_FEATURE_NAMES)}
     ranges = fit_tile_ranges([np.asarray(q) for (_, _, q), b in zip(slides, in_bank) if b], qc_cols,
                              (*STAIN_DESCRIPTORS, TEXTURE))
+    rule = fit_tumour_tile_rule(null_tumour_probs, alpha=alpha_tumour) if null_tumour_probs is not None else None
     stats, dist = [], np.full(len(slides), np.nan)
     for i, (f, p, q) in enumerate(slides):
         full = slide_stats(f, p, q, tile_class_names=tile_class_names, tile_area_mm2=tile_area,
-                           blur_threshold=blur_threshold, stain_ranges=ranges)
+                           blur_threshold=blur_threshold, stain_ranges=ranges,
+                           tumour_tile_threshold=None if rule is None else rule.threshold)
         pick = np.sort(rng.choice(len(f), size=min(score_tiles, len(f)), replace=False)) if len(f) else []
         sub = slide_stats(features[i][pick], np.asarray(p)[pick], np.asarray(q)[pick],
                           tile_class_names=tile_class_names, tile_area_mm2=tile_area,
@@ -318,18 +340,15 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
             limits[f"{name}:max"] = dataclasses.replace(fitted, limit=min(fitted.limit, MAX_TILE_OUTLIER_SHARE))
         limits["embedding_distance:max"] = prediction_limit(col["embedding_distance"], alpha=a, kind="max",
                                                             transform="log", min_scale=0.01)
-    null = None if null_tumour_shares is None else np.asarray(null_tumour_shares, dtype=np.float64)
-    if null is not None and np.isfinite(null).sum() >= 2:
-        upper = prediction_limit(null, alpha=alpha_tumour, kind="max", transform="logit")
-        limits["tumour_share:min"] = Limit(upper.limit, "min", "logit", upper.n, alpha_tumour)
-    elif col and np.isfinite(col["tumour_share"]).sum() >= 2:
+    if rule is None and col and np.isfinite(col["tumour_share"]).sum() >= 2:
         limits["tumour_share:min"] = prediction_limit(col["tumour_share"], alpha=alpha_tumour, kind="min",
                                                       transform="logit")
     reference = DomainReference(limits=limits, bank=bank.astype(np.float16), knn_k=knn_k, alpha=alpha,
-                                blur_threshold=blur_threshold, tile_stain_range=ranges,
+                                blur_threshold=blur_threshold, tile_stain_range=ranges, tumour_rule=rule,
                                 fitted_on={"slides": len(stats), "bank_slides": len(owners),
                                            "bank_tiles": len(bank),
-                                           "null_slides": 0 if null is None else int(np.isfinite(null).sum())})
+                                           "null_slides": 0 if rule is None else rule.n_slides,
+                                           "null_tiles": 0 if rule is None else rule.n_tiles})
     checks = [assess_slide(s, reference) for s in stats]
     for group in (IMAGE, TUMOUR, EMBEDDING):
         failed = [not group_passed(c, group) for c in checks]
@@ -340,13 +359,15 @@ def fit_domain_reference(slides: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         vals = dist[mask & np.isfinite(dist)] if len(dist) else np.zeros(0)
         if len(vals):
             reference.diagnostics[name] = float(np.median(vals))
-    if null is not None and np.isfinite(null).any():
-        reference.diagnostics["null_tumour_share_median"] = float(np.nanmedian(null))
+    if rule is not None:
+        reference.diagnostics["tumour_tile_threshold"] = rule.threshold
+        reference.diagnostics["tumour_free_positive_tile_rate"] = rule.null_rate
     rate = reference.in_sample_flag_rate.get(TUMOUR, 0.0)
-    if "tumour_share:min" in limits and rate > max_tumour_flag_rate:
+    if ("tumour_share:min" in limits or rule is not None) and rate > max_tumour_flag_rate:
         # the tile head does not separate tumour from tumour-free tissue well enough: a limit that
         # calls the model's own tumour slides "no tumour" would fire on everything, so it is dropped
-        del limits["tumour_share:min"]
+        limits.pop("tumour_share:min", None)
+        reference.tumour_rule = None
         reference.diagnostics["tumour_check_disabled_in_sample_flag_rate"] = rate
         reference.in_sample_flag_rate[TUMOUR] = 0.0
     return reference
@@ -364,7 +385,9 @@ def check_slide(reference: DomainReference | None, features: npt.ArrayLike, tile
     stats = slide_stats(features, tile_probs, qc, tile_class_names=tile_class_names,
                         tile_area_mm2=tile_area,
                         blur_threshold=None if reference is None else reference.blur_threshold,
-                        stain_ranges=None if reference is None else reference.tile_stain_range)
+                        stain_ranges=None if reference is None else reference.tile_stain_range,
+                        tumour_tile_threshold=(reference.tumour_rule.threshold if reference is not None
+                                               and reference.tumour_rule is not None else None))
     if reference is not None:
         stats.embedding_distance = reference.embedding_distance(features)
     return stats, assess_slide(stats, reference)

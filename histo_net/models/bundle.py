@@ -42,9 +42,10 @@ from histo_net.models.mil import GatedAttentionMIL
 from histo_net.models.presets import EncoderPreset
 from histo_net.models.tile_cnn import TileClassifier
 
-FORMAT_VERSION = 3
-#: bundle formats this version reads (1: before pretrained encoders; 2: before subtype heads)
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: bundle formats this version reads (1: before pretrained encoders; 2: before subtype heads;
+#: 3: before the tumour-tile count rule of the no-tumour check, which older readers would skip)
+READABLE_FORMATS = (1, 2, 3, 4)
 #: keys of ``pretrained_encoder`` (a frozen pretrained encoder referenced by sha256)
 _PRETRAINED_KEYS = ("preset", "preset_config", "weights_sha256", "weights_path")
 #: constructor arguments that live in the state dict (buffers), never in ``encoder_kwargs``

@@ -47,6 +47,12 @@ def _domain_lines(bundle: ModelBundle) -> list[str]:
     for key, limit in ref.limits.items():
         op = "value < limit" if limit.kind == "min" else "value > limit"
         lines.append(f"| {key.split(':')[0]} | {op} | {limit.limit:.4g} | {limit.n} |")
+    rule = ref.tumour_rule
+    if rule is not None:
+        need = ", ".join(f"{rule.min_tiles(n)} of {n}" for n in (100, 1000, 10000))
+        lines.append(f"| tumour_tiles (P(tumour) >= {rule.threshold:.3f}) | fewer than tumour-free tissue of "
+                     f"that size reaches with P {rule.alpha:g} (tumour-free positive rate "
+                     f"{rule.null_rate:.2%}; {rule.n_tiles} tiles) | {need} tiles | {rule.n_slides} |")
     rates = ", ".join(f"{k} {v:.1%}" for k, v in ref.in_sample_flag_rate.items())
     lines += ["", f"Share of the reference slides themselves failing (in-sample): {rates}"]
     return lines

@@ -116,6 +116,7 @@ def finish_slide(spec: SlideSpec, model: LoadedModel, slide_dir: Path, cfg: Pred
           "mpp_source": mpp_source, "target_mpp": float(bundle.target_mpp),
           "tile_size_px": int(bundle.tile_size_px), "read_level": int(tiling.plan.level),
           "tumour_share": stats.tumour_share, "tumour_area_mm2": stats.tumour_area_mm2,
+          "tumour_positive_tiles": stats.tumour_tiles,
           "embedding_distance": stats.embedding_distance}
     provenance = {
         "input_path": str(spec.path.resolve()), "input_sha256": input_sha256, "reader": slide.reader_name,

@@ -223,6 +223,7 @@ def render_report_html(report: SlideReport, images: dict[str, bytes]) -> str:
         "model_warnings": list(report.model_warnings),
         "tumour_share": report.qc.get("tumour_share"),
         "tumour_area": report.qc.get("tumour_area_mm2"),
+        "tumour_tiles": report.qc.get("tumour_positive_tiles"),
         "probability_pct": None if probability is None else f"{probability:.0%}",
         "probabilities": [{"name": c, "value": float(p), "pct": f"{float(p):.1%}",
                            "width": f"{max(0.0, min(1.0, float(p))) * 100:.1f}"}

@@ -17,6 +17,7 @@ from histo_net.errors import HistoNetError
 from histo_net.features.embed import SlideEmbedding
 from histo_net.features.ood import DomainReference, fit_domain_reference, tumour_probability
 from histo_net.features.qc import QCReference, build_qc_reference
+from histo_net.features.tumour_burden import tumour_free_tiles
 from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from histo_net.models.card import write_model_card
@@ -112,8 +113,9 @@ def calibrate(ctx: RunContext, embs: dict[str, SlideEmbedding], mil: torch.nn.Mo
 def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCReference) -> DomainReference | None:
     """The slide checks' limits, fitted on training + validation slides (training tiles in the bank).
 
-    The no-tumour limit rests on what tumour-free tissue scores: the mean P(tumour) over the
-    annotated non-tumour tiles of each annotated reference slide.
+    The no-tumour rule rests on what tumour-free tissue scores: P(tumour) of the annotated
+    non-tumour tiles of each annotated reference slide, leaving out tiles next to tumour (their
+    footprint may still hold some; see :func:`tumour_free_tiles`).
     """
     dcfg = ctx.cfg.domain
     if not dcfg.enabled:
@@ -126,13 +128,14 @@ def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCRefer
         p = tumour_probability(embs[s.slide_id].tile_probs, names)
         if p is None or tiles.in_tumour is None:
             continue
-        outside = tiles.labels == names.index(NON_TUMOUR)
-        if outside.any():
-            null.append(float(p[outside].mean()))
+        free = tumour_free_tiles(tiles.tiles.coords, tiles.labels == names.index(NON_TUMOUR),
+                                 tiles.in_tumour, tiles.tiles.plan.patch_size_level0)
+        if free.any():
+            null.append(p[free])
     return fit_domain_reference(
         [(embs[s.slide_id].features, embs[s.slide_id].tile_probs, embs[s.slide_id].qc) for s in slides],
         tile_class_names=names, tile_area=slide_area(ctx), in_bank=[ctx.split_by_slide[s.slide_id] == "train" for s in slides],
-        null_tumour_shares=np.asarray(null) if null else None, alpha=dcfg.alpha,
+        null_tumour_probs=null or None, alpha=dcfg.alpha,
         alpha_tumour=dcfg.alpha_tumour, bank_size=dcfg.bank_size, knn_k=dcfg.knn_k,
         blur_threshold=qc_ref.blur_threshold, seed=ctx.cfg.seed)
 

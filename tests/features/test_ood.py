@@ -59,10 +59,10 @@ class Cohort:
             f, p, q = self.slide()
             slides.append((f, p, q))
             outside = p[:, 0] > 0.5
-            null.append(float((1 - p[outside, 0]).mean()))
+            null.append(1 - p[outside, 0])
         return fit_domain_reference(slides, tile_class_names=TILE_CLASSES, tile_area=AREA,
                                     in_bank=[i < 20 for i in range(n_slides)],
-                                    null_tumour_shares=np.asarray(null), bank_size=1024,
+                                    null_tumour_probs=null, bank_size=1024,
                                     blur_threshold=100.0, seed=0)
 
 
@@ -126,6 +126,7 @@ def test_reference_round_trips_through_a_bundle(cohort_and_reference, tmp_path: 
     save_bundle(tmp_path / "model.pt", bundle)
     back = load_bundle(tmp_path / "model.pt").domain_reference
     assert back is not None and back.limits == ref.limits and back.bank.shape == ref.bank.shape
+    assert back.tumour_rule == ref.tumour_rule and ref.tumour_rule is not None
     f, p, q = cohort.slide()
     a = check_slide(ref, f, p, q, tile_class_names=TILE_CLASSES, tile_area=AREA)[1]
     b = check_slide(back, f, p, q, tile_class_names=TILE_CLASSES, tile_area=AREA)[1]
@@ -144,6 +145,7 @@ def test_a_tumour_limit_that_flags_its_own_reference_slides_is_dropped() -> None
         slides.append((rng.normal(size=(40, 8)).astype(np.float32), probs,
                        np.abs(rng.normal(1.0, 0.1, (40, len(QC_FEATURE_NAMES)))).astype(np.float32)))
     ref = fit_domain_reference(slides, tile_class_names=names, tile_area=1e-3, in_bank=[True] * 6,
-                               null_tumour_shares=rng.uniform(0.6, 0.9, 6), alpha=0.03, alpha_tumour=0.01)
-    assert "tumour_share:min" not in ref.limits
+                               null_tumour_probs=[rng.uniform(0.2, 0.4, 40) for _ in range(6)], alpha=0.03,
+                               alpha_tumour=0.01)
+    assert "tumour_share:min" not in ref.limits and ref.tumour_rule is None
     assert ref.diagnostics["tumour_check_disabled_in_sample_flag_rate"] > 0.25

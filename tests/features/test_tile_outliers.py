@@ -50,7 +50,7 @@ def test_few_reference_slides_still_flag_a_restained_or_blurred_slide() -> None:
         n = 200
         slides.append((rng.normal(size=(n, 16)).astype(np.float32), rng.dirichlet(np.ones(3), n), _qc(rng, n)))
     ref = fit_domain_reference(slides, tile_class_names=names, tile_area=0.004, in_bank=[True] * 6,
-                               null_tumour_shares=None, blur_threshold=100.0)
+                               null_tumour_probs=None, blur_threshold=100.0)
     assert ref.limits["stain_outlier_fraction:max"].limit <= MAX_TILE_OUTLIER_SHARE
     assert ref.in_sample_flag_rate["image"] == 0.0
 

@@ -64,7 +64,7 @@ def test_bundle_references_weights_and_rebuilds_the_same_encoder(weights: dict[s
     path = tmp_path / "model.pt"
     save_bundle(path, bundle)
     raw = torch.load(path, weights_only=True)
-    assert raw["format_version"] == FORMAT_VERSION == 3
+    assert raw["format_version"] == FORMAT_VERSION == 4
     assert set(raw["encoder_state"]) == {"head.weight", "head.bias"}  # the head only
     assert path.stat().st_size * 20 < weights["good"].stat().st_size
     loaded = load_bundle(path)

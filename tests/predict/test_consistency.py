@@ -34,7 +34,7 @@ def _bundle_with_checks(tiny_cohort: Path, tmp_path: Path) -> Path:
         slides.append((emb.features, emb.tile_probs, emb.qc))
     bundle.domain_reference = fit_domain_reference(
         slides, tile_class_names=bundle.tile_class_names, tile_area=tile_area_mm2(64, 1.0),
-        in_bank=[True, True, False], null_tumour_shares=None, alpha=0.45, alpha_tumour=0.3,
+        in_bank=[True, True, False], null_tumour_probs=None, alpha=0.45, alpha_tumour=0.3,
         max_tumour_flag_rate=1.0)  # deliberately loose: keep the limit that flags slides
     save_bundle(tmp_path / "model.pt", bundle)
     return tmp_path / "model.pt"

@@ -46,7 +46,7 @@ def test_model_card_and_bundle_record_the_decision_evidence(model: Path) -> None
 
     bundle = load_bundle(model)
     assert bundle.calibration["n_slides"] >= 5 and bundle.calibration["method"] == "cross_fit"
-    assert bundle.domain_reference is not None and "tumour_share:min" in bundle.domain_reference.limits
+    assert bundle.domain_reference is not None and bundle.domain_reference.tumour_rule is not None
     assert bundle.training_slides["train"]["sha256"][0]
     card = (model.parent / "model_card.md").read_text()
     assert "WARNINGS" in card and "calibration rests on" in card  # 8 slides cannot be enough
