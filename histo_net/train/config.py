@@ -49,8 +49,7 @@ class TileCNNConfig(StrictModel):
         "strong", description="basic: flips, HED, B/C, blur, JPEG; strong: adds stain-vector jitter "
         "in optical density, grey-world, gamma, wider blur and JPEG")
     stain_normalization: Literal["none", "macenko", "reinhard"] = Field(
-        "macenko", description="stain normalisation inside the model (train and predict alike); "
-        "macenko by measurement: README, 'Stain handling compared'")
+        "none", description="stain normalisation inside the model (train and predict alike)")
     amp: bool = Field(True, description="autocast (bf16 on capable CPUs, fp16/bf16 on CUDA)")
 
 
