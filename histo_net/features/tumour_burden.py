@@ -97,11 +97,12 @@ def fit_tumour_tile_rule(null_probs: Sequence[npt.ArrayLike], *, alpha: float) -
                           alpha=float(alpha), n_slides=len(per_slide), n_tiles=int(n_tiles))
 
 
-def tumour_free_tiles(coords_level0: npt.NDArray[np.int64], non_tumour: npt.NDArray[np.bool_],
-                      in_tumour: npt.NDArray[np.bool_], patch_size_level0: int) -> npt.NDArray[np.bool_]:
-    """(N,) non-tumour tiles more than one tile footprint (centre to centre, Chebyshev) from a tumour tile."""
-    free = np.asarray(non_tumour, dtype=bool).copy()
-    inside = np.asarray(coords_level0)[np.asarray(in_tumour, dtype=bool)]
+def tumour_free_tiles(coords_level0: npt.NDArray[np.int64], in_tumour: npt.NDArray[np.bool_],
+                      patch_size_level0: int) -> npt.NDArray[np.bool_]:
+    """(N,) tiles outside tumour and more than one footprint (centre to centre, Chebyshev) from a tumour tile."""
+    inside_mask = np.asarray(in_tumour, dtype=bool)
+    free = ~inside_mask
+    inside = np.asarray(coords_level0)[inside_mask]
     if len(inside) and free.any():
         tree = cKDTree(inside)
         near = tree.query_ball_point(np.asarray(coords_level0)[free], r=1.5 * patch_size_level0, p=np.inf,

@@ -22,7 +22,6 @@ from histo_net.io_utils import sha256_file
 from histo_net.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from histo_net.models.card import write_model_card
 from histo_net.models.hierarchy import SubtypeHead
-from histo_net.taxonomy import NON_TUMOUR
 from histo_net.train.context import RunContext, fingerprint, stage1_fingerprint
 from histo_net.train.crossfit import cross_fit_logits
 from histo_net.train.eval_sets import (
@@ -128,8 +127,7 @@ def fit_domain(ctx: RunContext, embs: dict[str, SlideEmbedding], qc_ref: QCRefer
         p = tumour_probability(embs[s.slide_id].tile_probs, names)
         if p is None or tiles.in_tumour is None:
             continue
-        free = tumour_free_tiles(tiles.tiles.coords, tiles.labels == names.index(NON_TUMOUR),
-                                 tiles.in_tumour, tiles.tiles.plan.patch_size_level0)
+        free = tumour_free_tiles(tiles.tiles.coords, tiles.in_tumour, tiles.tiles.plan.patch_size_level0)
         if free.any():
             null.append(p[free])
     return fit_domain_reference(

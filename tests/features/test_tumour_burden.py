@@ -84,9 +84,9 @@ def test_tiles_next_to_tumour_are_not_tumour_free() -> None:
     coords = np.stack([xs.ravel(), ys.ravel()], axis=1) * 100
     in_tumour = np.zeros(25, bool)
     in_tumour[12] = True
-    free = tumour_free_tiles(coords, ~in_tumour, in_tumour, 100)
+    free = tumour_free_tiles(coords, in_tumour, 100)
     grid = free.reshape(5, 5)
     assert not grid[1:4, 1:4].any()  # the centre and its 8 neighbours
     assert grid[0].all() and grid[4].all() and grid[:, 0].all() and grid[:, 4].all()
-    no_tumour = tumour_free_tiles(coords, np.ones(25, bool), np.zeros(25, bool), 100)
+    no_tumour = tumour_free_tiles(coords, np.zeros(25, bool), 100)
     assert no_tumour.all()
